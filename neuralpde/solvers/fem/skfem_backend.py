@@ -1,0 +1,226 @@
+"""The embedded reference backend: scikit-fem (serial, pure Python).
+
+    >>> from neuralpde.meshes.domains import Rectangle
+    >>> from neuralpde.pde import BoundaryCondition, Poisson, Problem
+    >>> pb = Problem(Poisson(source="manufactured", exact="sin(pi*x)*sin(pi*y)"), Rectangle(),
+    ...              [BoundaryCondition("all", "dirichlet", "exact")])
+    >>> sol = SkfemSolver().solve(pb, pb.domain.mesh(cells=[16, 16]), degree=2)
+    >>> bool(sol.field.errors(pb.exact)["rel_l2"] < 1e-3)
+    True
+"""
+
+from __future__ import annotations
+
+import time as _time
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from ...errors import CaseError, SolverError
+from ...meshes.convert import to_skfem
+from ...meshes.mesh import Mesh
+from ...pde.problem import Problem
+from ...progress import SILENT
+from .base import (FEMSolution, LinearSolverOptions, ReferenceSolver, TimeOptions, check_time_options,
+                   num_steps)
+from .boundary import select_facets
+from .fields import FEField, skfem_element
+
+DIRECT_LIMIT = 150_000   # `auto` uses a sparse LU below this many dofs, AMG-preconditioned CG above
+
+
+class _Discretisation:
+    """Spaces, matrices and boundary data of one problem on one mesh (time-independent parts)."""
+
+    def __init__(self, problem: Problem, mesh: Mesh, degree: int):
+        import skfem
+        from skfem.helpers import dot, grad
+        from skfem.models.poisson import mass
+
+        pde = problem.pde
+        if not all(hasattr(pde, a) for a in ("k", "c", "f")):
+            raise CaseError(f"the scikit-fem backend solves -div(k grad u) + c u = f; {type(pde).__name__} "
+                            "does not provide k, c and f", field="reference.backend",
+                            fix="use backend: dolfinx, which solves any weak_form()")
+        self.problem, self.mesh, self.degree = problem, mesh, degree
+        self.skmesh = to_skfem(mesh)
+        element = skfem_element(mesh.cell_type, degree)
+        order = 3 * degree      # exact for k_h grad u . grad v and c_h u v with interpolated coefficients
+        self.basis = skfem.Basis(self.skmesh, element, intorder=order)
+        self.X = self.basis.doflocs
+        self.field = FEField(mesh, degree, np.zeros(self.basis.N))
+        for coef in (pde.k, pde.c) + tuple(bc.alpha for bc in problem.bcs if bc.alpha is not None):
+            if coef.depends_on_time:
+                raise CaseError("time-dependent k, c or alpha are not supported by the reference",
+                                field="pde", fix="make the coefficient independent of t")
+
+        @skfem.BilinearForm
+        def operator(u, v, w):
+            return w.k * dot(grad(u), grad(v)) + w.c * u * v
+
+        interp = self.basis.interpolate
+        self.K = operator.assemble(self.basis, k=interp(self._values(pde.k)), c=interp(self._values(pde.c)))
+        self.M = mass.assemble(self.basis)
+        boundary = self.skmesh.boundary_facets()
+        mids = self.skmesh.p[:, self.skmesh.facets[:, boundary]].mean(axis=1).T
+        self.dirichlet: list[tuple[np.ndarray, object]] = []
+        self.fluxes: list[tuple[sp.csr_matrix, object]] = []
+        for i, bc in enumerate(problem.bcs):
+            facets = boundary[select_facets(mesh, bc.where, mids, field=f"boundary[{i}]")]
+            if len(facets) == 0:
+                raise CaseError(f"where: {bc.where!r} selects no boundary facet", field=f"boundary[{i}].where",
+                                fix=f"check the condition; the mesh's boundary names are {sorted(mesh.tag_names)}")
+            if bc.kind == "dirichlet":
+                self.dirichlet.append((self.basis.get_dofs(facets).all(), bc.value))
+                continue
+            fb = skfem.FacetBasis(self.skmesh, element, facets=facets, intorder=order + 1)
+            self.fluxes.append((mass.assemble(fb), bc.value))
+            if bc.kind == "robin":
+                @skfem.BilinearForm
+                def robin(u, v, w):
+                    return w.alpha * u * v
+
+                self.K = self.K + robin.assemble(fb, alpha=fb.interpolate(self._values(bc.alpha)))
+        self.D = (np.unique(np.concatenate([d for d, _ in self.dirichlet])) if self.dirichlet
+                  else np.zeros(0, dtype=np.int64))
+        self.free = np.setdiff1d(np.arange(self.basis.N), self.D)
+
+    def _values(self, expr, t: float = 0.0) -> np.ndarray:
+        return np.asarray(expr.numpy(self.X, t=t, params=self.problem.pde.params), dtype=float)
+
+    def load(self, t: float = 0.0) -> np.ndarray:
+        """``M f_h + sum M_boundary g_h`` at time ``t``."""
+        b = self.M @ self._values(self.problem.pde.f, t)
+        for mb, g in self.fluxes:
+            b += mb @ self._values(g, t)
+        return b
+
+    def dirichlet_values(self, x: np.ndarray, t: float = 0.0) -> np.ndarray:
+        for dofs, g in self.dirichlet:   # later conditions win where regions touch
+            x[dofs] = self._values(g, t)[dofs]
+        return x
+
+
+class _LinearSolver:
+    """Factorises (LU) or preconditions (AMG/Jacobi CG) once, solves many times."""
+
+    def __init__(self, A: sp.spmatrix, options: LinearSolverOptions):
+        self.A = A.tocsr()
+        kind = options.type
+        if kind == "auto":
+            kind = "lu" if A.shape[0] <= DIRECT_LIMIT else "cg"
+        if kind not in ("lu", "cg"):
+            raise CaseError(f"unknown linear solver {options.type!r}", field="reference.solver.type",
+                            fix="use auto, cg or lu")
+        self.kind, self.options, self.iterations = kind, options, 0
+        if kind == "lu":
+            try:
+                self.lu = spla.splu(self.A.tocsc())
+            except RuntimeError as exc:
+                raise SolverError(f"the system matrix is singular ({exc})", field="boundary",
+                                  fix="add a Dirichlet condition, or a reaction c > 0") from None
+        else:
+            self.M = self._preconditioner(options.preconditioner)
+
+    def _preconditioner(self, name: str):
+        if name == "amg":
+            import pyamg
+
+            return pyamg.smoothed_aggregation_solver(self.A).aspreconditioner(cycle="V")
+        if name == "jacobi":
+            return sp.diags(1.0 / self.A.diagonal())
+        if name == "none":
+            return None
+        raise CaseError(f"unknown preconditioner {name!r}", field="reference.solver.preconditioner",
+                        fix="use amg, jacobi or none")
+
+    def solve(self, b: np.ndarray, x0: np.ndarray | None = None) -> np.ndarray:
+        if self.kind == "lu":
+            self.iterations += 1
+            return self.lu.solve(b)
+        count = [0]
+
+        def callback(_):
+            count[0] += 1
+
+        o = self.options
+        x, info = spla.cg(self.A, b, x0=x0, rtol=o.rtol, atol=o.atol, maxiter=o.max_it, M=self.M,
+                          callback=callback)
+        self.iterations += count[0]
+        if info != 0 or not np.all(np.isfinite(x)):
+            res = np.linalg.norm(b - self.A @ x) / max(np.linalg.norm(b), 1e-300)
+            raise SolverError(f"CG did not converge in {o.max_it} iterations (relative residual {res:.2e})",
+                              field="reference.solver",
+                              fix="raise reference.solver.max_it, loosen rtol, or use solver type: lu")
+        return x
+
+
+class SkfemSolver(ReferenceSolver):
+    """scikit-fem backend: P1/P2 Lagrange, Dirichlet/Neumann/Robin, stationary and theta scheme."""
+
+    name = "scikit-fem"
+
+    def solve(self, problem: Problem, mesh: Mesh, degree: int = 1,
+              solver: LinearSolverOptions | None = None, time: TimeOptions | None = None,
+              progress=None) -> FEMSolution:
+        solver = solver or LinearSolverOptions()
+        time = check_time_options(problem, time)
+        progress = progress or SILENT
+        t0 = _time.perf_counter()
+        disc = _Discretisation(problem, mesh, degree)
+        t1 = _time.perf_counter()
+        if time is None:
+            x = disc.dirichlet_values(np.zeros(disc.basis.N))
+            b = disc.load() - disc.K @ x
+            A = disc.K[disc.free][:, disc.free]
+            t2 = _time.perf_counter()
+            lin = _LinearSolver(A, solver)
+            x[disc.free] = lin.solve(b[disc.free])
+            snapshots = []
+        else:
+            x, lin, snapshots, t2 = self._theta(disc, time, solver, progress)
+        t3 = _time.perf_counter()
+        if not np.all(np.isfinite(x)):
+            raise SolverError("the solution contains NaN or Inf", field="reference",
+                              fix="check coefficients (k > 0) and boundary data for singular values")
+        return FEMSolution(field=disc.field.with_values(x), backend=self.name, num_dofs=int(disc.basis.N),
+                           timings={"mesh": t1 - t0, "assemble": t2 - t1, "solve": t3 - t2, "total": t3 - t0},
+                           iterations=lin.iterations, snapshots=snapshots, linear_solver=lin.kind)
+
+    def _theta(self, disc: _Discretisation, time: TimeOptions, solver: LinearSolverOptions, progress):
+        pde = disc.problem.pde
+        n = num_steps(pde.t_end, time.dt)
+        dt, th = pde.t_end / n, time.theta
+        x = disc._values(pde.initial, 0.0)
+        disc.dirichlet_values(x, 0.0)
+        lhs = (disc.M + th * dt * disc.K).tocsr()
+        explicit = (disc.M - (1 - th) * dt * disc.K).tocsr()
+        free, D = disc.free, disc.D
+        t_assembled = _time.perf_counter()
+        lin = _LinearSolver(lhs[free][:, free], solver)
+        snapshots = [(0.0, x.copy())]
+        load_old = disc.load(0.0)
+        with progress.task(f"theta scheme ({n} steps)", total=n) as advance:
+            for step in range(1, n + 1):
+                t = step * dt
+                load_new = disc.load(t)
+                rhs = explicit @ x + dt * (th * load_new + (1 - th) * load_old)
+                x_new = disc.dirichlet_values(np.zeros_like(x), t)
+                rhs -= lhs[:, D] @ x_new[D]
+                x_new[free] = lin.solve(rhs[free], x0=x[free])
+                x, load_old = x_new, load_new
+                if time.save_every and step % time.save_every == 0 and step != n:
+                    snapshots.append((t, x.copy()))
+                advance()
+        snapshots.append((pde.t_end, x.copy()))
+        return x, lin, snapshots, t_assembled
+
+    def linear_system(self, problem: Problem, mesh: Mesh, degree: int = 1):
+        if problem.time_dependent:
+            raise CaseError("linear_system() is for stationary problems", field="pde.type",
+                            fix="use a poisson case")
+        disc = _Discretisation(problem, mesh, degree)
+        x = disc.dirichlet_values(np.zeros(disc.basis.N))
+        b = disc.load() - disc.K @ x
+        return disc.K[disc.free][:, disc.free].tocsr(), b[disc.free], disc.free, x
