@@ -9,7 +9,7 @@ finite-element reference (FEniCSx when installed, else the embedded scikit-fem).
 
 __version__ = "0.1.0"
 
-from .cases.loader import Case, load_case  # noqa: E402
+from .cases.loader import Case, load_case, load_case_text  # noqa: E402
 from .cases.runner import RunResult, run  # noqa: E402
 from .errors import CaseError, ExpressionError, MeshError, NeuralPDEError, SolverError  # noqa: E402
 from .meshes import Mesh  # noqa: E402
@@ -20,4 +20,4 @@ from .solvers.method import METHODS, Method, MethodConfig, MethodResult, RunCont
 __all__ = ["METHODS", "PDE", "BoundaryCondition", "Case", "CaseError", "Expression", "ExpressionError",
            "FEField", "FEMSolution", "Heat", "Mesh", "MeshError", "Method", "MethodConfig", "MethodResult",
            "NeuralPDEError", "Poisson", "Problem", "RunContext", "RunResult", "SolverError", "div",
-           "get_backend", "grad", "load_case", "register", "run"]
+           "get_backend", "grad", "load_case", "load_case_text", "register", "run"]

@@ -32,13 +32,18 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=2)
 
 
-@app.callback()
-def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
-          version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False) -> None:
-    _state["debug"] = debug
-    if version:
+def _print_version(value: bool) -> None:
+    # eager: runs while the options are parsed, so `neuralpde --version` needs no command
+    if value:
         console.print(__version__)
         raise typer.Exit()
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+          version: Annotated[bool, typer.Option("--version", help="Print the version.", is_eager=True,
+                                                callback=_print_version)] = False) -> None:
+    _state["debug"] = debug
 
 
 @app.command()

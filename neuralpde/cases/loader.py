@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,13 @@ def validation_error(exc: ValidationError, model: type[BaseModel], data: dict, s
         close = difflib.get_close_matches(tag, expected, n=1, cutoff=0.5)
         fix = (f"did you mean {close[0]!r}? " if close else "") + f"known types: {', '.join(expected)}"
         return CaseError(f"unknown type {tag!r}{more}", file=src, field=".".join(loc + ["type"]), fix=fix)
+    if kind == "literal_error" and loc[-1] == "type":
+        # a union of one member (e.g. a single registered method) reports a literal, not a tag, error
+        expected = re.findall(r"'([^']*)'", str(err["ctx"]["expected"]))
+        tag = str(err.get("input"))
+        close = difflib.get_close_matches(tag, expected, n=1, cutoff=0.5)
+        fix = (f"did you mean {close[0]!r}? " if close else "") + f"known types: {', '.join(expected)}"
+        return CaseError(f"unknown type {tag!r}{more}", file=src, field=".".join(loc), fix=fix)
     if kind == "missing":
         return CaseError(f"required key missing{more}", file=src, field=".".join(loc),
                          fix=f"add `{loc[-1]}:` (see cases/poisson.yaml for a complete example)")

@@ -7,8 +7,11 @@ P2 fields on simplices are written with quadratic cells.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +23,11 @@ from ..fileio import atomic_output, write_text
 from ..solvers.fem.fields import FEField
 
 
-def write_config(out_dir: Path, config: Any) -> Path:
+def write_config(out_dir: Path, config: Any, case_path: Path | None = None) -> Path:
+    """The validated case with every default filled in; a mesh path is made absolute so the file runs as is."""
     data = config.model_dump(mode="json")
+    if data["domain"]["type"] == "file" and case_path is not None:
+        data["domain"]["path"] = str((case_path.parent / data["domain"]["path"]).resolve())
     return write_text(out_dir / "config.resolved.yaml", yaml.safe_dump(data, sort_keys=False))
 
 
@@ -73,12 +79,23 @@ def write_series(path: Path, reference: FEField, snapshots: list[tuple[float, np
     points, cells, cell_type = reference.cells_for_output()
     pts = np.zeros((len(points), 3))
     pts[:, : points.shape[1]] = points
-    with atomic_output(path) as tmp:
-        with meshio.xdmf.TimeSeriesWriter(tmp) as writer:
+    with atomic_output(path) as tmp, _working_directory(tmp.parent):
+        # meshio's series writer puts its .h5 in the working directory, so write from inside the temp dir
+        with meshio.xdmf.TimeSeriesWriter(tmp.name) as writer:
             writer.write_points_cells(pts, [(cell_type, cells)])
             for t, values in snapshots:
                 writer.write_data(t, point_data={name: reference.with_values(values).output_values()})
     return path
+
+
+@contextlib.contextmanager
+def _working_directory(path: Path) -> Iterator[None]:
+    previous = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 def safe_write(what: str, fn, *args, **kwargs) -> tuple[Any, str | None]:

@@ -71,6 +71,8 @@ def run(case: Case | str | Path, *, overrides: list[str] | dict | None = None, s
         console_handler = logging.StreamHandler()
         console_handler.setLevel(logging.WARNING)
         console_handler.setFormatter(logging.Formatter("warning: %(message)s"))
+        # errors end the run and are reported by the caller (the CLI's one `error:` line), not twice
+        console_handler.addFilter(lambda record: record.levelno < logging.ERROR)
         log.addHandler(console_handler)
     try:
         result = _run(case, out_dir, device, Progress(enabled=progress and rank == 0), rank)
@@ -165,7 +167,7 @@ def _write_outputs(result: RunResult, problem: Any, exact: Any, t_end: float) ->
         data["error"] = data["method"] - data["reference"]
     elif "exact" in data:
         data["error"] = data["reference"] - data["exact"]
-    files = [outputs.write_config(out_dir, cfg)]
+    files = [outputs.write_config(out_dir, cfg, result.case.path)]
     if cfg.output.fields != "none":
         files.append(outputs.write_fields(out_dir / f"fields.{cfg.output.fields}", points, cells, cell_type, data))
         if len(result.reference.snapshots) > 2 or (problem.time_dependent and cfg.output.fields == "xdmf"):

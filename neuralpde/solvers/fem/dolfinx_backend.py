@@ -48,22 +48,34 @@ class _Setup:
         self.msh.topology.create_connectivity(fdim, tdim)
         boundary = dolfinx.mesh.exterior_facet_indices(self.msh.topology)
         mids = dolfinx.mesh.compute_midpoints(self.msh, fdim, boundary)[:, : self.gdim]
-        self.dirichlet: list[tuple[Any, Any]] = []        # (Function g, DirichletBC)
-        self.fluxes: list[tuple[Any, Any, Any]] = []      # (Function g, alpha or None, ds measure)
+        self.dirichlet: list[tuple[Any, Any, Any]] = []   # (Function g, DirichletBC, expression)
+        self.fluxes: list[tuple[Any, Any, Any, Any]] = []  # (Function g, alpha or None, ds, expression)
+        flux_masks = np.zeros(len(boundary), dtype=np.int64)   # bit j: facet is in the j-th flux condition
+        flux_bcs = []
         for i, bc in enumerate(problem.bcs):
-            facets = boundary[select_facets(mesh, bc.where, mids, field=f"boundary[{i}]")]
-            if comm.allreduce(len(facets)) == 0:
+            selected = select_facets(mesh, bc.where, mids, field=f"boundary[{i}]")
+            if comm.allreduce(int(selected.sum())) == 0:
                 raise CaseError(f"where: {bc.where!r} selects no boundary facet", field=f"boundary[{i}].where",
                                 fix=f"check the condition; the mesh's boundary names are {sorted(mesh.tag_names)}")
-            g = self.function(bc.value)
             if bc.kind == "dirichlet":
-                dofs = fem.locate_dofs_topological(self.V, fdim, facets)
+                dofs = fem.locate_dofs_topological(self.V, fdim, boundary[selected])
+                g = self.function(bc.value)
                 self.dirichlet.append((g, fem.dirichletbc(g, dofs), bc.value))
-                continue
-            tags = compat.meshtags(self.msh, fdim, facets, np.ones(len(facets)))
-            ds = ufl.Measure("ds", domain=self.msh, subdomain_data=tags)(1)
-            alpha = self.coefficient(bc.alpha) if bc.kind == "robin" else None
-            self.fluxes.append((g, alpha, ds, bc.value))
+            else:
+                flux_masks[selected] |= 1 << len(flux_bcs)
+                flux_bcs.append(bc)
+        if flux_bcs:
+            # one tag object for all flux conditions (UFL allows one per form): each distinct set of
+            # overlapping conditions gets its own value; a condition integrates over all values containing it
+            masks = comm.allgather(np.unique(flux_masks[flux_masks > 0]))
+            values = {int(m): k + 1 for k, m in enumerate(np.unique(np.concatenate(masks)))}
+            on = flux_masks > 0
+            tags = compat.meshtags(self.msh, fdim, boundary[on], np.array([values[int(m)] for m in flux_masks[on]]))
+            ds = ufl.Measure("ds", domain=self.msh, subdomain_data=tags)
+            for j, bc in enumerate(flux_bcs):
+                ids = tuple(v for m, v in values.items() if m >> j & 1)
+                alpha = self.coefficient(bc.alpha) if bc.kind == "robin" else None
+                self.fluxes.append((self.function(bc.value), alpha, ds(ids), bc.value))
 
     def function(self, expr: Any, t: float = 0.0) -> Any:
         from dolfinx import fem
