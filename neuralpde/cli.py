@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -48,9 +48,9 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks."
 
 @app.command()
 def run(case: Annotated[Path, typer.Argument(help="Case file (YAML).")],
-        set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override: KEY=VALUE (YAML value).")] = None,
-        out: Annotated[Optional[Path], typer.Option(help="Output folder (default out/<name>).")] = None,
-        device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
+        set_: Annotated[list[str] | None, typer.Option("--set", help="Override: KEY=VALUE (YAML value).")] = None,
+        out: Annotated[Path | None, typer.Option(help="Output folder (default out/<name>).")] = None,
+        device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
         smoke: Annotated[bool, typer.Option("--smoke", help="Apply the case's smoke overrides.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False) -> None:
     """Run a case end to end: reference, method, comparison, outputs."""
@@ -95,7 +95,7 @@ def _summary(result) -> None:
 
 @app.command()
 def validate(case: Annotated[Path, typer.Argument(help="Case file (YAML).")],
-             set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override KEY=VALUE.")] = None,
+             set_: Annotated[list[str] | None, typer.Option("--set", help="Override KEY=VALUE.")] = None,
              smoke: Annotated[bool, typer.Option("--smoke")] = False) -> None:
     """Check a case file (schema, expressions, mesh, boundary names) without solving."""
     from .cases.loader import load_case

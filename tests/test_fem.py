@@ -6,7 +6,6 @@ import pytest
 from neuralpde.meshes.domains import Box, Rectangle
 from neuralpde.pde import BoundaryCondition, Heat, Poisson, Problem
 from neuralpde.solvers.fem import LinearSolverOptions, TimeOptions, get_backend
-
 from neuralpde.solvers.fem.compat import have_dolfinx
 
 needs_dolfinx = pytest.mark.skipif(not have_dolfinx(), reason="dolfinx is not installed")
@@ -125,6 +124,7 @@ def test_heat_backends_agree():
 
 def test_constant_solution_is_exact(backend):
     """A linear exact solution lies in the P1 space: the discrete solution must reproduce it."""
-    pb = Problem(Poisson(source=0, exact="1 + 2*x - 3*y"), Rectangle(), [BoundaryCondition("all", "dirichlet", "exact")])
+    pb = Problem(Poisson(source=0, exact="1 + 2*x - 3*y"), Rectangle(),
+                 [BoundaryCondition("all", "dirichlet", "exact")])
     sol = get_backend(backend).solve(pb, pb.domain.mesh(cells=[5, 5]), 1, solver=LU)
     assert sol.field.errors(pb.exact)["linf"] < 1e-12

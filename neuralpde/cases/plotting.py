@@ -111,7 +111,7 @@ def _plot_lines(x: np.ndarray, fields: dict[str, np.ndarray], path: Path, title:
         return None
     order = np.argsort(x)
     fig, axes = plt.subplots(1, len(fields), figsize=(4 * len(fields), 3.2), squeeze=False)
-    for ax, (name, values) in zip(axes[0], fields.items()):
+    for ax, (name, values) in zip(axes[0], fields.items(), strict=True):
         ax.plot(x[order], np.asarray(values)[order])
         ax.set_title(f"{title} {name}".strip())
         ax.set_xlabel("x")

@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 from ..solvers.fem.method import FEMDiscretisation
 from ..solvers.method import METHODS, Strict
 
-Expr = Union[str, float, int]
+Expr = Union[str, float, int]  # noqa: UP007 (a runtime alias; `|` needs Python 3.10 types)
 
 
 class PoissonConfig(Strict):
@@ -38,7 +38,7 @@ class HeatConfig(PoissonConfig):
     t_end: float = Field(1.0, gt=0)
 
 
-PDEConfig = Annotated[Union[PoissonConfig, HeatConfig], Field(discriminator="type")]
+PDEConfig = Annotated[PoissonConfig | HeatConfig, Field(discriminator="type")]
 
 
 class IntervalConfig(Strict):
@@ -66,7 +66,7 @@ class FileDomainConfig(Strict):
     path: str
 
 
-DomainConfig = Annotated[Union[IntervalConfig, RectangleConfig, BoxConfig, FileDomainConfig],
+DomainConfig = Annotated[IntervalConfig | RectangleConfig | BoxConfig | FileDomainConfig,
                          Field(discriminator="type")]
 
 
@@ -80,7 +80,7 @@ class RobinConfig(Strict):
 class BoundaryConfig(Strict):
     """One condition: ``where`` (``all``, a boundary name, a tag or a condition) and exactly one kind."""
 
-    where: Union[str, int] = "all"
+    where: str | int = "all"
     dirichlet: Expr | None = None
     neumann: Expr | None = None
     robin: RobinConfig | None = None
@@ -111,10 +111,10 @@ def _method_union() -> Any:
     models = tuple(cls.config_model for cls in METHODS.values())
     if len(models) == 1:
         return models[0]
-    return Annotated[Union[models], Field(discriminator="type")]  # type: ignore[valid-type]
+    return Annotated[models, Field(discriminator="type")]  # type: ignore[valid-type]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build(method_names: tuple[str, ...]) -> type[Strict]:
     method_type = _method_union()
 

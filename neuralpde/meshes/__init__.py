@@ -6,4 +6,5 @@ from .io import read, write
 from .lshape import lshape_msh
 from .mesh import CELL_TYPES, Mesh
 
-__all__ = ["CELL_TYPES", "Mesh", "box", "from_skfem", "interval", "lshape_msh", "read", "rectangle", "to_skfem", "write"]
+__all__ = ["CELL_TYPES", "Mesh", "box", "from_skfem", "interval", "lshape_msh", "read", "rectangle", "to_skfem",
+           "write"]

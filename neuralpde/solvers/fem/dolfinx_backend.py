@@ -18,8 +18,14 @@ from ...meshes.mesh import Mesh
 from ...pde.problem import Problem
 from ...progress import SILENT
 from . import compat
-from .base import (FEMSolution, LinearSolverOptions, ReferenceSolver, TimeOptions, check_time_options,
-                   num_steps)
+from .base import (
+    FEMSolution,
+    LinearSolverOptions,
+    ReferenceSolver,
+    TimeOptions,
+    check_time_options,
+    num_steps,
+)
 from .boundary import select_facets
 from .fields import FEField
 
@@ -269,7 +275,7 @@ class DolfinxSolver(ReferenceSolver):
         # explicit part: (1 - theta) dt times the operator applied to u_old, and the theta-weighted loads
         L = u_old * v * ufl.dx - (1 - th) * dt * ufl.action(a_op, u_old) \
             + dt * (th * f_new + (1 - th) * f_old) * v * ufl.dx
-        for (g_new, _, ds, _), g_prev in zip(setup.fluxes, g_old):
+        for (g_new, _, ds, _), g_prev in zip(setup.fluxes, g_old, strict=True):
             L = L + dt * (th * g_new + (1 - th) * g_prev) * v * ds
         a_form, L_form = compat.form(a), compat.form(L)
         bcs = setup.bcs(0.0)
@@ -298,7 +304,7 @@ class DolfinxSolver(ReferenceSolver):
                 iterations += _solve(ksp, b, uh, options)
                 u_old.x.array[:] = uh.x.array
                 f_old.x.array[:] = f_new.x.array
-                for (g_new, _, _, _), g_prev in zip(setup.fluxes, g_old):
+                for (g_new, _, _, _), g_prev in zip(setup.fluxes, g_old, strict=True):
                     g_prev.x.array[:] = g_new.x.array
                 if time.save_every and step % time.save_every == 0 and step != n:
                     snapshots.append((t, setup.gather(uh)))
@@ -332,7 +338,6 @@ class DolfinxSolver(ReferenceSolver):
         return uh, iterations, "newton", t2
 
     def linear_system(self, problem: Problem, mesh: Mesh, degree: int = 1):
-        from dolfinx import fem
         from dolfinx.fem import petsc
 
         if self.comm.size > 1 or problem.time_dependent:

@@ -22,8 +22,14 @@ from ...meshes.convert import to_skfem
 from ...meshes.mesh import Mesh
 from ...pde.problem import Problem
 from ...progress import SILENT
-from .base import (FEMSolution, LinearSolverOptions, ReferenceSolver, TimeOptions, check_time_options,
-                   num_steps)
+from .base import (
+    FEMSolution,
+    LinearSolverOptions,
+    ReferenceSolver,
+    TimeOptions,
+    check_time_options,
+    num_steps,
+)
 from .boundary import select_facets
 from .fields import FEField, skfem_element
 
