@@ -33,5 +33,13 @@ echo ">> installing neuralpde and its dependencies into $VENV"
 # torch first and pinned: any other spec pulls GBs of CUDA wheels
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==2.13.0" "numpy<2"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[all]" "torch==2.13.0" "numpy<2"
+if ! "$VENV/bin/python" -c "import h5py" 2>/dev/null; then
+    # no Debian h5py (not root): a PyPI h5py is only safe where dolfinx's HDF5 is not loaded
+    if "$VENV/bin/python" -c "import dolfinx" 2>/dev/null; then
+        echo "!! h5py missing: XDMF output falls back to VTU; install it with: sudo apt-get install python3-h5py"
+    else
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[hdf5]" "torch==2.13.0" "numpy<2"
+    fi
+fi
 "$VENV/bin/python" -c "import neuralpde, torch, numpy; print('>> ready: neuralpde', neuralpde.__version__, \
 '| torch', torch.__version__, '| numpy', numpy.__version__)"

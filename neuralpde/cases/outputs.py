@@ -57,6 +57,15 @@ def field_data(reference: FEField, fields: dict[str, FEField]) -> tuple[np.ndarr
     return points, cells, cell_type, data
 
 
+def hdf5_available() -> bool:
+    """Whether h5py imports (XDMF needs it; a PyPI h5py beside Debian's dolfinx fails to load)."""
+    try:
+        import h5py  # noqa: F401
+    except Exception:   # ImportError, or HDF5 library clashes that surface as ValueError
+        return False
+    return True
+
+
 def write_fields(path: Path, points: np.ndarray, cells: np.ndarray, cell_type: str,
                  data: dict[str, np.ndarray]) -> Path:
     """Write point data on a mesh (XDMF + HDF5 or VTU, by suffix), atomically."""

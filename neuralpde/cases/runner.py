@@ -168,9 +168,15 @@ def _write_outputs(result: RunResult, problem: Any, exact: Any, t_end: float) ->
     elif "exact" in data:
         data["error"] = data["reference"] - data["exact"]
     files = [outputs.write_config(out_dir, cfg, result.case.path)]
-    if cfg.output.fields != "none":
-        files.append(outputs.write_fields(out_dir / f"fields.{cfg.output.fields}", points, cells, cell_type, data))
-        if len(result.reference.snapshots) > 2 or (problem.time_dependent and cfg.output.fields == "xdmf"):
+    kind = cfg.output.fields
+    if kind == "xdmf" and not outputs.hdf5_available():
+        kind = "vtu"
+        warning = "h5py is not usable here, so fields are written as VTU (install python3-h5py for XDMF)"
+        log.warning(warning)
+        result.warnings.append(warning)
+    if kind != "none":
+        files.append(outputs.write_fields(out_dir / f"fields.{kind}", points, cells, cell_type, data))
+        if len(result.reference.snapshots) > 2 or (problem.time_dependent and kind == "xdmf"):
             files.append(outputs.write_series(out_dir / "reference_series.xdmf", ref, result.reference.snapshots))
     files.append(outputs.write_metrics(out_dir, result.metrics))
     wanted = {"solution": "method" if "method" in data else "reference", "reference": "reference",
