@@ -101,7 +101,8 @@ def parse_overrides(items: list[str] | dict[str, Any] | None) -> dict[str, Any]:
         try:
             out[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as exc:
-            raise CaseError(f"the value of override {item!r} is not valid YAML ({exc})", field=key.strip(),
+            problem = " ".join((getattr(exc, "problem", None) or str(exc)).split())   # one line, not yaml's
+            raise CaseError(f"the value of override {item!r} is not valid YAML ({problem})", field=key.strip(),
                             fix="quote strings, e.g. --set 'pde.source=\"sin(x)\"'") from None
     return out
 
@@ -194,33 +195,65 @@ def validation_error(exc: ValidationError, model: type[BaseModel], data: dict, s
     """The first pydantic error as a :class:`CaseError` with field path and a fix (did-you-mean)."""
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"]]
+    field_ = _field_path(model, loc)    # as written in the file: without union labels ('pde.k')
     kind = err["type"]
     more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
     if kind == "extra_forbidden":
         known = _known_keys(model, data, loc[:-1])
         close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
         fix = (f"did you mean {close[0]!r}? " if close else "") + f"allowed keys here: {', '.join(known)}"
-        return CaseError(f"unknown key {loc[-1]!r}{more}", file=src, field=".".join(loc), fix=fix)
+        parent = _field_path(model, loc[:-1])
+        return CaseError(f"unknown key {loc[-1]!r}{more}", file=src, field=f"{parent}.{loc[-1]}" if parent else loc[-1],
+                         fix=fix)
     if kind == "union_tag_invalid":
         expected = [t.strip(" '") for t in str(err["ctx"]["expected_tags"]).split(",")]
         tag = str(err["ctx"]["tag"])
         close = difflib.get_close_matches(tag, expected, n=1, cutoff=0.5)
         fix = (f"did you mean {close[0]!r}? " if close else "") + f"known types: {', '.join(expected)}"
-        return CaseError(f"unknown type {tag!r}{more}", file=src, field=".".join(loc + ["type"]), fix=fix)
+        return CaseError(f"unknown type {tag!r}{more}", file=src, field=f"{field_}.type" if field_ else "type",
+                         fix=fix)
     if kind == "literal_error" and loc[-1] == "type":
         # a union of one member (e.g. a single registered method) reports a literal, not a tag, error
         expected = re.findall(r"'([^']*)'", str(err["ctx"]["expected"]))
         tag = str(err.get("input"))
         close = difflib.get_close_matches(tag, expected, n=1, cutoff=0.5)
         fix = (f"did you mean {close[0]!r}? " if close else "") + f"known types: {', '.join(expected)}"
-        return CaseError(f"unknown type {tag!r}{more}", file=src, field=".".join(loc), fix=fix)
+        return CaseError(f"unknown type {tag!r}{more}", file=src, field=field_, fix=fix)
     if kind == "missing":
-        return CaseError(f"required key missing{more}", file=src, field=".".join(loc),
+        return CaseError(f"required key missing{more}", file=src, field=field_,
                          fix=f"add `{loc[-1]}:` (see cases/poisson.yaml for a complete example)")
-    # drop pydantic's union-member labels such as 'poisson' or 'str' from the path
-    path = ".".join(p for p in loc if not p.startswith(("function-", "str", "float", "int")) or p.isdigit())
-    return CaseError(f"{err['msg']} (got {err.get('input')!r}){more}", file=src, field=path or None,
+    return CaseError(f"{err['msg']} (got {err.get('input')!r}){more}", file=src, field=field_,
                      fix="see the case-file reference in README.md")
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    import typing
+
+    stack, found = [annotation], []
+    while stack:
+        a = stack.pop()
+        if isinstance(a, type) and issubclass(a, BaseModel):
+            found.append(a)
+        else:
+            stack.extend(typing.get_args(a))
+    return found
+
+
+def _field_path(model: type[BaseModel], loc: list[str]) -> str | None:
+    """``loc`` without pydantic's union-member labels: ``pde.poisson.k.str`` -> ``pde.k``."""
+    models: list[type[BaseModel]] = [model]
+    out = []
+    for part in loc:
+        if part.isdigit():                      # a list index
+            out.append(part)
+        elif any(part in m.model_fields for m in models):
+            out.append(part)
+            models = _models_in(next(m for m in models if part in m.model_fields).model_fields[part].annotation)
+        elif models:
+            continue                            # a union member label ('poisson', 'FEMMethodConfig')
+        elif not part.startswith(("function-", "str", "float", "int", "list[", "dict[")):
+            out.append(part)                    # a key of a plain mapping (params, smoke)
+    return ".".join(out) or None
 
 
 def _known_keys(model: type[BaseModel], data: Any, loc: list[str]) -> list[str]:

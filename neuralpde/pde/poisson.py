@@ -52,6 +52,7 @@ class Poisson(PDE):
     def __init__(self, k: Any = 1, c: Any = 0, source: Any = 0, exact: Any = None,
                  params: dict[str, float] | None = None, dim: int = 2):
         self.params = dict(params or {})
+        _expr(0, self.params, "pde.params")     # a bad parameter name is blamed on params, not on k
         self.k = _expr(k, self.params, "pde.k")
         self.c = _expr(c, self.params, "pde.c")
         self.exact = None if exact is None else _expr(exact, self.params, "exact")
