@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import MeshError
-from .mesh import Mesh
+from .mesh import _FACETS_OF, Mesh
 
 SIDES = {1: ["left", "right"], 2: ["left", "right", "bottom", "top"],
          3: ["left", "right", "front", "back", "bottom", "top"]}
@@ -35,11 +35,29 @@ def _validate(bounds: Sequence[Sequence[float]], cells: Sequence[int], dim: int)
     return b, n
 
 
-def _tag_sides(mesh: Mesh) -> Mesh:
-    """Tag boundary facets by the side of the bounding box they lie on."""
-    facets = mesh.boundary_facets()
+def _box_boundary_facets(mesh: Mesh, box: np.ndarray) -> np.ndarray:
+    """``mesh.boundary_facets()`` (same facets, same order) for a conforming mesh of an axis-aligned box.
+
+    The sides of a box are supporting planes of a convex domain, so a facet is on the boundary exactly
+    when all its vertices lie on one common side: a per-vertex bit mask replaces the sort of all
+    facets that the general method needs (about 1 s for a 512x512 rectangle, 6 s at 1024x1024).
+    ``box`` is the mesh's bounding box, ``[[min, max], ...]``.
+    """
+    tol = 1e-10 * np.max(box[:, 1] - box[:, 0])
+    near = np.abs(mesh.points[:, :, None] - box[None]) <= tol            # (points, axis, end)
+    sides = (near.reshape(mesh.num_points, -1) @ (1 << np.arange(2 * mesh.gdim))).astype(np.uint8)
+    cell_sides = sides[mesh.cells]                                     # (cells, vertices)
+    out = []
+    for local in _FACETS_OF[mesh.cell_type]:       # facet by facet, cells in order: boundary_facets' order
+        common = np.bitwise_and.reduce(cell_sides[:, local], axis=1)
+        out.append(mesh.cells[np.flatnonzero(common)][:, local])
+    return np.concatenate(out, axis=0)
+
+
+def _tag_sides(mesh: Mesh, box: np.ndarray) -> Mesh:
+    """Tag boundary facets by the side of the bounding box ``box`` (``[[min, max], ...]``) they lie on."""
+    facets = _box_boundary_facets(mesh, box)
     mid = mesh.facet_midpoints(facets)
-    box = mesh.bounding_box()
     scale = np.max(box[:, 1] - box[:, 0])
     names = SIDES[mesh.gdim]
     for axis in range(mesh.gdim):
@@ -57,7 +75,7 @@ def interval(bounds: Sequence[Sequence[float]] = ((0.0, 1.0),), cells: Sequence[
     b, (n,) = _validate(bounds, cells, 1)
     x = np.linspace(b[0, 0], b[0, 1], n + 1)[:, None]
     c = np.stack([np.arange(n), np.arange(1, n + 1)], axis=1)
-    return _tag_sides(Mesh(x, c, "interval", source=f"interval {b.tolist()} with {n} cells"))
+    return _tag_sides(Mesh(x, c, "interval", source=f"interval {b.tolist()} with {n} cells"), b)
 
 
 def rectangle(bounds: Sequence[Sequence[float]] = ((0.0, 1.0), (0.0, 1.0)), cells: Sequence[int] = (16, 16),
@@ -90,7 +108,7 @@ def rectangle(bounds: Sequence[Sequence[float]] = ((0.0, 1.0), (0.0, 1.0)), cell
     else:
         raise MeshError(f"rectangle cannot have {cell_type!r} cells", fix="use 'triangle' or 'quadrilateral'")
     src = f"rectangle {b.tolist()} with {nx}x{ny} {cell_type} cells"
-    return _tag_sides(Mesh(points, cells_arr, cell_type, source=src))
+    return _tag_sides(Mesh(points, cells_arr, cell_type, source=src), b)
 
 
 def box(bounds: Sequence[Sequence[float]] = ((0.0, 1.0),) * 3, cells: Sequence[int] = (8, 8, 8),
@@ -117,4 +135,4 @@ def box(bounds: Sequence[Sequence[float]] = ((0.0, 1.0),) * 3, cells: Sequence[i
     else:
         raise MeshError(f"box cannot have {cell_type!r} cells", fix="use 'tetrahedron' or 'hexahedron'")
     src = f"box {b.tolist()} with {nx}x{ny}x{nz} {cell_type} cells"
-    return _tag_sides(Mesh(points, cells_arr, cell_type, source=src).check())
+    return _tag_sides(Mesh(points, cells_arr, cell_type, source=src).check(), b)

@@ -123,13 +123,21 @@ class _Setup:
             return None
         coords, values = np.concatenate(coords), np.concatenate(values)
         target = FEField(self.mesh, self.degree, np.zeros(0))
-        return target.with_values(values[_match(target.doflocs, coords)])
+        return target.with_values(values[_match(_canonical_doflocs(self.mesh, self.degree), coords)])
 
     def permutation(self) -> np.ndarray:
         """dolfinx dof index of each canonical dof (serial)."""
         n_local = self.V.dofmap.index_map.size_local
         coords = self.V.tabulate_dof_coordinates()[:n_local, : self.gdim]
-        return _match(FEField(self.mesh, self.degree, np.zeros(0)).doflocs, coords)
+        return _match(_canonical_doflocs(self.mesh, self.degree), coords)
+
+
+def _canonical_doflocs(mesh: Mesh, degree: int) -> np.ndarray:
+    """Coordinates of the canonical dofs; for degree 1 the mesh's points (scikit-fem numbers P1 dofs
+    like the vertices), which spares building a scikit-fem basis just to read them."""
+    if degree == 1:
+        return mesh.points
+    return FEField(mesh, degree, np.zeros(0)).doflocs
 
 
 def _match(wanted: np.ndarray, have: np.ndarray) -> np.ndarray:
