@@ -15,7 +15,8 @@ Timed phases (the same boundaries on both sides; the issue's metric is their sum
 * mesh: the mesh, the function space and the Dirichlet condition (boundary facets, boundary data
   interpolated, ``dirichletbc``); ours also counts building its numpy mesh here.
 * assemble: the source interpolated, forms compiled (from the JIT cache) and the system assembled.
-* solve: KSP setup and solve.
+* solve: KSP setup and solve, then the KSP, matrix and vector destroyed (petsc4py >= 3.18 does not
+  free them when they are garbage collected; repeated solves would otherwise leak memory).
 * gather (ours only, reported apart): conversion of the solution to our canonical layout.
 
 Each size gets one untimed warm-up run per implementation (JIT, caches, first touch of memory;
@@ -26,7 +27,7 @@ to spread the noise of a shared machine. Reported: median and min per phase, and
 
 Usage::
 
-    python benchmarks/fem_reference.py                     # 256, 512, 1024; about 5 minutes
+    python benchmarks/fem_reference.py                     # 256, 512, 1024; about 2 minutes on 2 cores
     python benchmarks/fem_reference.py --sizes 64 128      # quick check
 """
 
@@ -58,7 +59,7 @@ PHASE_NOTES = {
     "mesh": "mesh + function space + Dirichlet condition (boundary facets, g interpolated, dirichletbc); "
             "ours includes building the numpy mesh (reported as numpy_mesh too)",
     "assemble": "f interpolated, forms, matrix and vector assembly with lifting and set_bc",
-    "solve": "KSP setup (CG + BoomerAMG) and solve",
+    "solve": "KSP setup (CG + BoomerAMG) and solve; KSP, matrix and vector destroyed",
     "total": "mesh + assemble + solve (the issue's metric)",
     "gather": "ours only: the solution converted to the canonical FEField layout (not in total)",
 }
@@ -99,8 +100,8 @@ def _source(x: np.ndarray) -> np.ndarray:
     return 2 * np.pi**2 * np.sin(np.pi * x[0]) * np.sin(np.pi * x[1])
 
 
-def run_bare(n: int) -> tuple[dict[str, float], Any, Any]:
-    """The bare dolfinx script; returns (timings, solution Function, KSP)."""
+def run_bare(n: int) -> tuple[dict[str, float], Any]:
+    """The bare dolfinx script; returns (timings, solution Function)."""
     import ufl
     from dolfinx import fem
     from dolfinx import mesh as dmesh
@@ -140,12 +141,15 @@ def run_bare(n: int) -> tuple[dict[str, float], Any, Any]:
     uh = fem.Function(V)
     ksp.solve(b, uh.x.petsc_vec if hasattr(uh.x, "petsc_vec") else uh.vector)
     uh.x.scatter_forward()
+    reason, iterations = ksp.getConvergedReason(), ksp.getIterationNumber()
+    for obj in (ksp, A, b):     # as dolfinx advises for petsc4py >= 3.18; our path does the same
+        obj.destroy()
     t3 = time.perf_counter()
-    if ksp.getConvergedReason() <= 0:
-        raise RuntimeError(f"bare KSP did not converge (reason {ksp.getConvergedReason()})")
+    if reason <= 0:
+        raise RuntimeError(f"bare KSP did not converge (reason {reason})")
     timings = {"mesh": t1 - t0, "assemble": t2 - t1, "solve": t3 - t2,
-               "iterations": ksp.getIterationNumber(), "dofs": V.dofmap.index_map.size_global}
-    return timings, uh, ksp
+               "iterations": iterations, "dofs": V.dofmap.index_map.size_global}
+    return timings, uh
 
 
 # ------------------------------------------------------------------------------------- verification
@@ -335,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             progress.update(bar, description=f"{n}²: warm-up")
             ours_t, sol, mesh = run_ours(problem, n)
             progress.advance(bar)
-            bare_t, uh, _ = run_bare(n)
+            bare_t, uh = run_bare(n)
             progress.advance(bar)
             check = verify(n, problem, sol, mesh, uh)
             if check["max_rel_difference"] > 1e-6:

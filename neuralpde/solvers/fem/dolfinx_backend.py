@@ -180,6 +180,14 @@ def _ksp(comm: Any, A: Any, options: LinearSolverOptions) -> tuple[Any, str]:
     return ksp, kind
 
 
+def _destroy(*objects: Any) -> None:
+    """Free PETSc objects now: since petsc4py 3.18 the garbage collector no longer reliably does, and
+    every stationary solve leaked its matrix, vector and AMG hierarchy (about 0.45 GB per solve at
+    1M P1 dofs), which also slowed later solves in the same process."""
+    for obj in objects:
+        obj.destroy()
+
+
 def _solve(ksp: Any, b: Any, u: Any, options: LinearSolverOptions) -> int:
     ksp.solve(b, compat.petsc_vector(u))
     u.x.scatter_forward()
@@ -263,7 +271,10 @@ class DolfinxSolver(ReferenceSolver):
         t2 = _time.perf_counter()
         ksp, kind = _ksp(setup.comm, A, options)
         uh = fem.Function(setup.V)
-        iterations = _solve(ksp, b, uh, options)
+        try:
+            iterations = _solve(ksp, b, uh, options)
+        finally:
+            _destroy(ksp, A, b)
         return uh, iterations, kind, t2
 
     def _theta(self, setup: _Setup, options: LinearSolverOptions, time: TimeOptions, progress):
@@ -317,6 +328,7 @@ class DolfinxSolver(ReferenceSolver):
                 if time.save_every and step % time.save_every == 0 and step != n:
                     snapshots.append((t, setup.gather(uh)))
                 advance()
+        _destroy(ksp, A, b)
         snapshots.append((pde.t_end, setup.gather(uh)))
         snapshots = [(t, s.values) for t, s in snapshots] if setup.comm.rank == 0 else []
         return uh, iterations, kind, t2, snapshots
@@ -363,6 +375,7 @@ class DolfinxSolver(ReferenceSolver):
         perm = setup.permutation()
         A_can = A_full[perm][:, perm].tocsr()
         b_can = b.array[perm].copy()
+        _destroy(A, b)
         x = np.zeros(len(perm))
         inverse = np.empty_like(perm)
         inverse[perm] = np.arange(len(perm))
