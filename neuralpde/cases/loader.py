@@ -279,14 +279,7 @@ def _submodel(annotation: Any, node: Any) -> Any:
     """The BaseModel inside an annotation, picking the union member whose ``type`` matches ``node``."""
     import typing
 
-    stack = [annotation]
-    candidates = []
-    while stack:
-        a = stack.pop()
-        if isinstance(a, type) and issubclass(a, BaseModel):
-            candidates.append(a)
-        else:
-            stack.extend(typing.get_args(a))
+    candidates = _models_in(annotation)
     if isinstance(node, dict) and "type" in node:
         for c in candidates:
             field_ = c.model_fields.get("type")
