@@ -33,6 +33,11 @@ echo ">> installing neuralpde and its dependencies into $VENV"
 # torch first and pinned: any other spec pulls GBs of CUDA wheels
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==2.13.0" "numpy<2"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[all]" "torch==2.13.0" "numpy<2"
+# neuraloperator pulls h5py from PyPI; next to Debian's dolfinx it must go, so Debian's h5py is used
+if "$VENV/bin/python" -c "import dolfinx" 2>/dev/null \
+        && "$VENV/bin/python" -m pip show -f h5py 2>/dev/null | grep -q "^Location: $PWD/$VENV"; then
+    "$VENV/bin/python" -m pip uninstall -q -y h5py
+fi
 if ! "$VENV/bin/python" -c "import h5py" 2>/dev/null; then
     # no Debian h5py (not root): a PyPI h5py is only safe where dolfinx's HDF5 is not loaded
     if "$VENV/bin/python" -c "import dolfinx" 2>/dev/null; then

@@ -22,7 +22,8 @@ from ..errors import CaseError, NeuralPDEError
 from ..meshes.domains import Box, Interval, MeshFile, Rectangle
 from ..pde import PDES, BoundaryCondition, Problem
 from ..pde.base import PDE
-from .schema import case_model
+from ..solvers.method import METHODS
+from .schema import RUNNER_PLOTS, case_model
 
 
 @dataclass
@@ -42,9 +43,16 @@ class Case:
     def source(self) -> str:
         return str(self.path) if self.path else "<case>"
 
-    def problem(self) -> Problem:
-        """The :class:`~neuralpde.Problem` this case defines."""
+    @property
+    def has_reference(self) -> bool:
+        """Whether the case asks for a FEM reference (``reference: none`` does not)."""
+        return self.config.pde is not None and not isinstance(self.config.reference, str | None)
+
+    def problem(self) -> Problem | None:
+        """The :class:`~neuralpde.Problem` this case defines (``None`` for a case without ``pde``)."""
         cfg = self.config
+        if cfg.pde is None and self.pde is None:
+            return None
         try:
             domain = build_domain(cfg.domain, self.path)
             pde = self.pde or build_pde(cfg, domain.dim)
@@ -82,9 +90,33 @@ def build_domain(cfg: Any, case_path: Path | None):
 
 
 def build_pde(cfg: Any, dim: int) -> PDE:
-    p = cfg.pde
-    kwargs = {k: v for k, v in p.model_dump().items() if k != "type"}
-    return PDES[p.type](exact=cfg.exact, dim=dim, **kwargs)
+    return PDES[cfg.pde.type].from_config(cfg.pde, exact=cfg.exact, dim=dim)
+
+
+def check_case(config: Any, src: str) -> None:
+    """Checks across sections that the schema alone cannot express.
+
+    Raises:
+        CaseError: naming the field and the fix.
+    """
+    method = METHODS[config.method.type] if config.method is not None else None
+    needs_problem = method is None or method.needs_problem
+    if config.pde is None and needs_problem:
+        raise CaseError("required key missing", file=src, field="pde",
+                        fix="add `pde: {type: ...}` (see cases/poisson.yaml for a complete example)")
+    if config.pde is not None and config.domain is None:
+        raise CaseError("required key missing", file=src, field="domain",
+                        fix="add `domain: {type: rectangle}` (or interval, box, file)")
+    no_reference = isinstance(config.reference, str | None)
+    if config.pde is not None and no_reference and config.exact is None:
+        raise CaseError("reference: none leaves nothing to compare with", file=src, field="reference",
+                        fix="give `exact:` or remove `reference: none`")
+    known = (*RUNNER_PLOTS, *(method.plot_names if method is not None else ()))
+    for i, name in enumerate(config.output.plots):
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            raise CaseError(f"unknown plot {name!r}", file=src, field=f"output.plots.{i}",
+                            fix=(f"did you mean {close[0]!r}? " if close else "") + f"known plots: {', '.join(known)}")
 
 
 def parse_overrides(items: list[str] | dict[str, Any] | None) -> dict[str, Any]:
@@ -188,6 +220,7 @@ def load_case_text(text: str, overrides: list[str] | dict[str, Any] | None = Non
         config = model.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc, model, data, src) from None
+    check_case(config, src)
     return Case(config=config, path=path, raw=raw)
 
 

@@ -26,7 +26,7 @@ from ..solvers.fem.fields import FEField
 def write_config(out_dir: Path, config: Any, case_path: Path | None = None) -> Path:
     """The validated case with every default filled in; a mesh path is made absolute so the file runs as is."""
     data = config.model_dump(mode="json")
-    if data["domain"]["type"] == "file" and case_path is not None:
+    if (data.get("domain") or {}).get("type") == "file" and case_path is not None:
         data["domain"]["path"] = str((case_path.parent / data["domain"]["path"]).resolve())
     return write_text(out_dir / "config.resolved.yaml", yaml.safe_dump(data, sort_keys=False))
 

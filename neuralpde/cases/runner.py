@@ -103,31 +103,35 @@ def _run(case: Case, out_dir: Path, device: str | None, progress: Progress, rank
         method = None
         if cfg.method is not None:
             method = METHODS[cfg.method.type](cfg.method)
-            for face in method.faces:
-                problem.pde.require(face, by=cfg.method.type)
+            if problem is not None:
+                for face in method.faces:
+                    problem.pde.require(face, by=cfg.method.type)
+        plots = set(cfg.output.plots) & set(method.plot_names if method is not None else ())
         ctx = RunContext(device=resolve_device(device or cfg.device), seed=cfg.seed, out_dir=out_dir,
-                         progress=progress, rank=rank)
+                         progress=progress, rank=rank, plots=plots)
     except NeuralPDEError as exc:
         raise exc.located(file=case.source) from None
     seed_everything(cfg.seed)
     log.info("case %s (%s), device %s, %d MPI rank(s)", cfg.name, case.source, ctx.device, parallel.size())
 
-    t_end = getattr(problem.pde, "t_end", 0.0)
-    exact = problem.exact
-    try:
-        reference = cfg.reference.solve(problem, ctx)
-    except NeuralPDEError as exc:
-        raise exc.located(file=case.source) from None
-    log.info("reference: %s P%d, %d dofs, %.3f s", reference.backend, cfg.reference.degree,
-             reference.num_dofs, reference.timings["total"])
+    t_end = getattr(problem.pde, "t_end", 0.0) if problem is not None else 0.0
+    exact = problem.exact if problem is not None else None
     metrics: dict[str, Any] = {"case": cfg.name, "version": __version__, "device": ctx.device,
                                "mpi_ranks": parallel.size(), "seed": cfg.seed}
-    ref_metrics = {"backend": reference.backend, "degree": cfg.reference.degree,
-                   "num_dofs": reference.num_dofs, "iterations": reference.iterations,
-                   "linear_solver": reference.linear_solver, "timings_s": reference.timings}
-    if rank == 0 and exact is not None:
-        ref_metrics["vs_exact"] = reference.field.errors(exact, t=t_end)
-    metrics["reference"] = ref_metrics
+    reference = None
+    if problem is not None and case.has_reference:
+        try:
+            reference = cfg.reference.solve(problem, ctx)
+        except NeuralPDEError as exc:
+            raise exc.located(file=case.source) from None
+        log.info("reference: %s P%d, %d dofs, %.3f s", reference.backend, cfg.reference.degree,
+                 reference.num_dofs, reference.timings["total"])
+        ref_metrics = {"backend": reference.backend, "degree": cfg.reference.degree,
+                       "num_dofs": reference.num_dofs, "iterations": reference.iterations,
+                       "linear_solver": reference.linear_solver, "timings_s": reference.timings}
+        if rank == 0 and exact is not None:
+            ref_metrics["vs_exact"] = reference.field.errors(exact, t=t_end)
+        metrics["reference"] = ref_metrics
 
     result_method = None
     if method is not None:
@@ -139,7 +143,8 @@ def _run(case: Case, out_dir: Path, device: str | None, progress: Progress, rank
         m = {"type": cfg.method.type, **result_method.metrics}
         m.setdefault("time_s", time.perf_counter() - t0)
         if rank == 0 and result_method.field is not None:
-            m["vs_reference"] = result_method.field.difference(reference.field)
+            if reference is not None:
+                m["vs_reference"] = result_method.field.difference(reference.field)
             if exact is not None:
                 m["vs_exact"] = result_method.field.errors(exact, t=t_end)
         metrics["method"] = m
@@ -154,17 +159,27 @@ def _run(case: Case, out_dir: Path, device: str | None, progress: Progress, rank
 
 def _write_outputs(result: RunResult, problem: Any, exact: Any, t_end: float) -> None:
     cfg = result.case.config
-    out_dir, ref = result.out_dir, result.reference.field
+    out_dir = result.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    fields = {"reference": ref}
-    if result.method is not None and result.method.field is not None:
-        fields["method"] = result.method.field
+    if result.method is not None:
+        result.files.extend(result.method.files)
+    method_field = result.method.field if result.method is not None else None
+    ref = result.reference.field if result.reference is not None else method_field
+    if ref is None:     # nothing on a mesh (a toy without a PDE): config and metrics only
+        result.files.extend([outputs.write_config(out_dir, cfg, result.case.path),
+                             outputs.write_metrics(out_dir, result.metrics)])
+        return
+    fields = {} if result.reference is None else {"reference": ref}
+    if method_field is not None:
+        fields["method"] = method_field
         fields.update(result.method.extra_fields)
     if exact is not None:
         fields["exact"] = ref.with_values(exact.numpy(ref.doflocs.T, t=t_end))
     points, cells, cell_type, data = outputs.field_data(ref, fields)
-    if "method" in data:
+    if "method" in data and "reference" in data:
         data["error"] = data["method"] - data["reference"]
+    elif "method" in data and "exact" in data:
+        data["error"] = data["method"] - data["exact"]
     elif "exact" in data:
         data["error"] = data["reference"] - data["exact"]
     files = [outputs.write_config(out_dir, cfg, result.case.path)]
@@ -176,14 +191,15 @@ def _write_outputs(result: RunResult, problem: Any, exact: Any, t_end: float) ->
         result.warnings.append(warning)
     if kind != "none":
         files.append(outputs.write_fields(out_dir / f"fields.{kind}", points, cells, cell_type, data))
-        if len(result.reference.snapshots) > 2 or (problem.time_dependent and kind == "xdmf"):
-            files.append(outputs.write_series(out_dir / "reference_series.xdmf", ref, result.reference.snapshots))
+        snapshots = result.reference.snapshots if result.reference is not None else []
+        if len(snapshots) > 2 or (problem.time_dependent and kind == "xdmf" and snapshots):
+            files.append(outputs.write_series(out_dir / "reference_series.xdmf", ref, snapshots))
     files.append(outputs.write_metrics(out_dir, result.metrics))
     wanted = {"solution": "method" if "method" in data else "reference", "reference": "reference",
               "error": "error", "exact": "exact"}
     panels = {}
     for p in cfg.output.plots:
-        key = wanted[p]
+        key = wanted.get(p)         # other names are the method's own plots (ctx.plots)
         if key in data and key not in panels:
             panels[key] = data[key]
     if panels:

@@ -14,31 +14,16 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
 
+from ..config import Strict
+from ..pde import PDES
+from ..pde.poisson import Expr
 from ..solvers.fem.method import FEMDiscretisation
-from ..solvers.method import METHODS, Strict
-
-Expr = Union[str, float, int]  # noqa: UP007 (a runtime alias; `|` needs Python 3.10 types)
+from ..solvers.method import METHODS
 
 
-class PoissonConfig(Strict):
-    """``-div(k grad u) + c u = f``; ``source: manufactured`` derives f from ``exact``."""
-
-    type: Literal["poisson"]
-    k: Expr = 1
-    c: Expr = 0
-    source: Expr = 0
-    params: dict[str, float] = {}
-
-
-class HeatConfig(PoissonConfig):
-    """``u_t - div(k grad u) + c u = f`` on ``(0, t_end]``; ``initial: exact`` uses the exact solution."""
-
-    type: Literal["heat"]  # type: ignore[assignment]
-    initial: Expr = "exact"
-    t_end: float = Field(1.0, gt=0)
-
-
-PDEConfig = Annotated[PoissonConfig | HeatConfig, Field(discriminator="type")]
+def _pde_union() -> Any:
+    models = tuple(cls.config_model for cls in PDES.values())
+    return models[0] if len(models) == 1 else Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007
 
 
 class IntervalConfig(Strict):
@@ -104,30 +89,35 @@ class OutputConfig(Strict):
 
     dir: str | None = None
     fields: Literal["xdmf", "vtu", "none"] = "xdmf"
-    plots: list[Literal["solution", "reference", "error", "exact"]] = ["solution", "reference", "error"]
+    plots: list[str] = ["solution", "reference", "error"]
+
+
+#: plots the runner makes itself; a method adds its own names (``Method.plot_names``)
+RUNNER_PLOTS = ("solution", "reference", "error", "exact")
 
 
 def _method_union() -> Any:
     models = tuple(cls.config_model for cls in METHODS.values())
     if len(models) == 1:
         return models[0]
-    return Annotated[models, Field(discriminator="type")]  # type: ignore[valid-type]
+    return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007
 
 
 @functools.cache
-def _build(method_names: tuple[str, ...]) -> type[Strict]:
+def _build(method_names: tuple[str, ...], pde_names: tuple[str, ...]) -> type[Strict]:
     method_type = _method_union()
+    pde_type = _pde_union()
 
     class CaseConfig(Strict):
         """A whole case file."""
 
         name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
         description: str = ""
-        pde: PDEConfig
-        domain: DomainConfig
+        pde: pde_type | None = None  # type: ignore[valid-type]
+        domain: DomainConfig | None = None
         boundary: list[BoundaryConfig] = []
         exact: Expr | None = None
-        reference: ReferenceConfig = ReferenceConfig()
+        reference: ReferenceConfig | Literal["none"] | None = ReferenceConfig()
         method: method_type | None = None  # type: ignore[valid-type]
         output: OutputConfig = OutputConfig()
         seed: int = 0
@@ -138,5 +128,5 @@ def _build(method_names: tuple[str, ...]) -> type[Strict]:
 
 
 def case_model() -> type[Strict]:
-    """The case model for the methods registered now (new registrations extend the method union)."""
-    return _build(tuple(sorted(METHODS)))
+    """The case model for the methods and PDEs registered now (registrations extend the unions)."""
+    return _build(tuple(sorted(METHODS)), tuple(sorted(PDES)))

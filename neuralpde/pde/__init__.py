@@ -1,11 +1,9 @@
-"""PDE definitions, independent of any discretisation."""
+"""PDE definitions, independent of any discretisation. ``PDES`` maps case-file ``type`` names to classes."""
 
-from .base import PDE, div, grad
+from .base import PDE, PDES, div, grad, register_pde
 from .expressions import Expression
 from .poisson import Heat, Poisson
 from .problem import BoundaryCondition, Problem
 
-#: PDE classes by the ``type`` name used in case files
-PDES: dict[str, type[PDE]] = {"poisson": Poisson, "heat": Heat}
-
-__all__ = ["PDE", "PDES", "BoundaryCondition", "Expression", "Heat", "Poisson", "Problem", "div", "grad"]
+__all__ = ["PDE", "PDES", "BoundaryCondition", "Expression", "Heat", "Poisson", "Problem", "div", "grad",
+           "register_pde"]

@@ -15,8 +15,9 @@ A PDE offers up to three *faces*; a method asks only for the one it needs:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
+from ..config import Strict
 from ..errors import CaseError
 
 FACES = ("residual", "weak_form", "discrete_residual")
@@ -47,8 +48,17 @@ class PDE:
         time_dependent: whether the last coordinate of a point is time.
     """
 
-    name = "pde"
+    name: ClassVar[str] = "pde"
     time_dependent = False
+    #: the ``pde:`` section of a case file for this PDE (a :class:`~neuralpde.config.Strict` model whose
+    #: ``type`` is ``Literal[name]``); ``None`` for a PDE used only from Python
+    config_model: ClassVar[type[Strict] | None] = None
+
+    @classmethod
+    def from_config(cls, section: Strict, *, exact: Any = None, dim: int = 2) -> PDE:
+        """Build the PDE from its validated case-file section (``exact``: the case's exact solution)."""
+        kwargs = {k: v for k, v in section.model_dump().items() if k != "type"}
+        return cls(**kwargs, exact=exact, dim=dim)
 
     def residual(self, x: Any, u: Any) -> Any:
         """Strong-form residual at points ``x`` (torch, ``requires_grad``) for the field ``u(x)``."""
@@ -76,3 +86,15 @@ class PDE:
             raise CaseError(f"method {by!r} needs the PDE's {face}() face, which {type(self).__name__} "
                             "does not implement", field="pde",
                             fix=f"implement {type(self).__name__}.{face}() or choose another method")
+
+
+#: PDE classes by the ``type`` name used in case files
+PDES: dict[str, type[PDE]] = {}
+
+
+def register_pde(cls: type[PDE]) -> type[PDE]:
+    """Class decorator: make ``cls`` available in case files as ``pde: {type: <cls.name>}``."""
+    if cls.config_model is None:
+        raise TypeError(f"{cls.__name__} needs a config_model to be registered")
+    PDES[cls.name] = cls
+    return cls

@@ -9,11 +9,34 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, Union
 
+from pydantic import Field
+
+from ..config import Strict
 from ..errors import CaseError
-from .base import PDE, div, grad
+from .base import PDE, div, grad, register_pde
 from .expressions import SYMBOLS, Expression
+
+Expr = Union[str, float, int]  # noqa: UP007 (a runtime alias; `|` needs Python 3.10 types)
+
+
+class PoissonConfig(Strict):
+    """``-div(k grad u) + c u = f``; ``source: manufactured`` derives f from ``exact``."""
+
+    type: Literal["poisson"]
+    k: Expr = 1
+    c: Expr = 0
+    source: Expr = 0
+    params: dict[str, float] = {}
+
+
+class HeatConfig(PoissonConfig):
+    """``u_t - div(k grad u) + c u = f`` on ``(0, t_end]``; ``initial: exact`` uses the exact solution."""
+
+    type: Literal["heat"]  # type: ignore[assignment]
+    initial: Expr = "exact"
+    t_end: float = Field(1.0, gt=0)
 
 COORDS = ("x", "y", "z")
 
@@ -35,6 +58,7 @@ def manufactured_source(exact: Expression, k: Expression, c: Expression, dim: in
     return Expression.from_sympy(f, {**k.params, **c.params, **exact.params})
 
 
+@register_pde
 class Poisson(PDE):
     """``-div(k grad u) + c u = f`` on a domain of dimension ``dim``.
 
@@ -48,6 +72,7 @@ class Poisson(PDE):
     """
 
     name = "poisson"
+    config_model = PoissonConfig
 
     def __init__(self, k: Any = 1, c: Any = 0, source: Any = 0, exact: Any = None,
                  params: dict[str, float] | None = None, dim: int = 2):
@@ -86,6 +111,7 @@ def div_space(flux: Any, x: Any, dim: int) -> Any:
         grad(flux[:, i], x)[:, i] for i in range(dim))
 
 
+@register_pde
 class Heat(Poisson):
     """``u_t - div(k grad u) + c u = f`` for ``0 < t <= t_end``, ``u(x, 0) = initial``.
 
@@ -94,6 +120,7 @@ class Heat(Poisson):
     """
 
     name = "heat"
+    config_model = HeatConfig
     time_dependent = True
 
     def __init__(self, k: Any = 1, c: Any = 0, source: Any = 0, exact: Any = None,

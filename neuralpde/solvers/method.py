@@ -8,21 +8,17 @@
 from __future__ import annotations
 
 import abc
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
-
+from ..config import Strict
 from ..progress import SILENT, Progress
 from .fem.base import FEMSolution
 from .fem.fields import FEField
 
-
-class Strict(BaseModel):
-    """A case-file section: unknown keys are errors (with a did-you-mean from the loader)."""
-
-    model_config = ConfigDict(extra="forbid")
+__all__ = ["METHODS", "Method", "MethodConfig", "MethodResult", "RunContext", "Strict", "register"]
 
 
 class MethodConfig(Strict):
@@ -40,6 +36,8 @@ class RunContext:
     out_dir: Path | None = None
     progress: Progress = SILENT
     rank: int = 0
+    #: the method's own plots the case asked for (names from ``Method.plot_names`` in ``output.plots``)
+    plots: set[str] = field(default_factory=set)
 
     @property
     def checkpoint_dir(self) -> Path | None:
@@ -48,11 +46,15 @@ class RunContext:
 
 @dataclass
 class MethodResult:
-    """A method's answer: its field (own mesh or the reference's) and method-specific figures."""
+    """A method's answer: its field (own mesh or the reference's) and method-specific figures.
+
+    ``files`` lists what the method wrote itself into ``ctx.out_dir`` (plots, checkpoints, datasets).
+    """
 
     field: FEField | None
     metrics: dict[str, Any] = field(default_factory=dict)
     extra_fields: dict[str, FEField] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
 
 
 class Method(abc.ABC):
@@ -62,13 +64,17 @@ class Method(abc.ABC):
     config_model: ClassVar[type[MethodConfig]]
     #: PDE faces the method needs (checked before anything runs)
     faces: ClassVar[tuple[str, ...]] = ()
+    #: False: the case may omit ``pde``/``domain`` (a toy problem); ``run`` then gets ``problem=None``
+    needs_problem: ClassVar[bool] = True
+    #: plot names, beyond the runner's, that a case may list in ``output.plots`` (passed as ``ctx.plots``)
+    plot_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: MethodConfig):
         self.config = config
 
     @abc.abstractmethod
-    def run(self, problem: Any, reference: FEMSolution, ctx: RunContext) -> MethodResult:
-        """Solve ``problem``; ``reference`` is the FEM reference solution."""
+    def run(self, problem: Any, reference: FEMSolution | None, ctx: RunContext) -> MethodResult:
+        """Solve ``problem``; ``reference`` is the FEM reference (``None`` with ``reference: none``)."""
 
 
 METHODS: dict[str, type[Method]] = {}
@@ -80,8 +86,15 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
+#: modules (relative to ``neuralpde.solvers``) whose methods register when the package loads
+BUILTIN_METHOD_MODULES: tuple[str, ...] = (
+    "fem.method",
+)
+
+
 def _load_builtin_methods() -> None:
-    from .fem import method as _fem  # noqa: F401
+    for module in BUILTIN_METHOD_MODULES:
+        importlib.import_module(f"{__package__}.{module}")
 
 
 _load_builtin_methods()
