@@ -240,6 +240,8 @@ def test_ufl_pointwise_matches_numpy():
     from dolfinx import fem
     from mpi4py import MPI
 
+    from neuralpde.solvers.fem import compat
+
     mesh = dolfinx.mesh.create_unit_square(MPI.COMM_WORLD, 8, 8)
     x = ufl.SpatialCoordinate(mesh)
     texts = [*EXPRS_2D, "x*exp(-t)", "max(x, y)*abs(x - y) + where(x < 0.37, x, 0)"]
@@ -247,7 +249,7 @@ def test_ufl_pointwise_matches_numpy():
     # mix the argument kinds: fem.Constant time and parameter, a plain float time
     t, k = fem.Constant(mesh, 0.25), fem.Constant(mesh, PARAMS["k"])
     forms = [e.ufl(x, t=t if e.depends_on_time else 0.25, params={"k": k}) for e in exprs]
-    V = fem.VectorFunctionSpace(mesh, ("Lagrange", 2), dim=len(forms))
+    V = compat.vector_function_space(mesh, 2, len(forms))
     u = fem.Function(V)
     u.interpolate(fem.Expression(ufl.as_vector(forms), V.element.interpolation_points()))
     pts = V.tabulate_dof_coordinates()[:, :2].T
@@ -264,6 +266,7 @@ def test_ufl_integral_matches_gauss_quadrature_and_rejects_missing_coords():
     ufl = pytest.importorskip("ufl")
     from dolfinx import fem
     from mpi4py import MPI
+
 
     mesh = dolfinx.mesh.create_unit_square(MPI.COMM_WORLD, 2, 2)
     x = ufl.SpatialCoordinate(mesh)

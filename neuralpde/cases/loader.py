@@ -277,8 +277,11 @@ def _field_path(model: type[BaseModel], loc: list[str]) -> str | None:
     models: list[type[BaseModel]] = [model]
     out = []
     for part in loc:
+        tagged = [m for m in models if part in _type_tags(m)] if len(models) > 1 else []
         if part.isdigit():                      # a list index
             out.append(part)
+        elif tagged:                            # a tagged-union label ('fem'), even where a member has such a field
+            models = tagged
         elif any(part in m.model_fields for m in models):
             out.append(part)
             models = _models_in(next(m for m in models if part in m.model_fields).model_fields[part].annotation)
@@ -287,6 +290,13 @@ def _field_path(model: type[BaseModel], loc: list[str]) -> str | None:
         elif not part.startswith(("function-", "str", "float", "int", "list[", "dict[")):
             out.append(part)                    # a key of a plain mapping (params, smoke)
     return ".".join(out) or None
+
+
+def _type_tags(model: type[BaseModel]) -> tuple:
+    import typing
+
+    field_ = model.model_fields.get("type")
+    return typing.get_args(field_.annotation) if field_ is not None else ()
 
 
 def _known_keys(model: type[BaseModel], data: Any, loc: list[str]) -> list[str]:

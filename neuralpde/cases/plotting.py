@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,9 @@ def plot_fields(points: np.ndarray, cells: np.ndarray, cell_type: str, fields: d
         log.warning("%s", proc.stdout.strip())
         return None
     if proc.returncode != 0:
+        # a renderer that crashed (VTK aborts) could not remove its half-written temporary file
+        for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+            shutil.rmtree(leftover, ignore_errors=True)
         tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
         raise RuntimeError(f"the renderer exited with code {proc.returncode}: {tail}")
     return path

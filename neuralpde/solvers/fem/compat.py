@@ -46,6 +46,15 @@ def function_space(msh: Any, element: tuple[str, int]) -> Any:
     return fem.FunctionSpace(msh, element)
 
 
+def vector_function_space(msh: Any, degree: int, dim: int) -> Any:
+    """A Lagrange space with ``dim`` components: ``VectorFunctionSpace`` (0.5-0.7) or a shaped element (0.8+)."""
+    from dolfinx import fem
+
+    if hasattr(fem, "functionspace"):
+        return fem.functionspace(msh, ("Lagrange", degree, (dim,)))
+    return fem.VectorFunctionSpace(msh, ("Lagrange", degree), dim=dim)
+
+
 def coordinate_element(cell_type: str, gdim: int) -> Any:
     """The P1 vector element describing the geometry, as ``create_mesh`` wants it."""
     import ufl
@@ -146,9 +155,9 @@ def nonlinear_solve(F: Any, u: Any, bcs: list, rtol: float = 1e-10, max_it: int 
         if snes.getConvergedReason() <= 0:
             raise RuntimeError(f"Newton did not converge (SNES reason {snes.getConvergedReason()})")
         return snes.getIterationNumber()
-    from dolfinx import nls
+    import dolfinx.nls.petsc  # 0.9 no longer imports the submodule with dolfinx.nls
 
-    solver = nls.petsc.NewtonSolver(u.function_space.mesh.comm, petsc.NonlinearProblem(F, u, bcs=bcs))
+    solver = dolfinx.nls.petsc.NewtonSolver(u.function_space.mesh.comm, petsc.NonlinearProblem(F, u, bcs=bcs))
     solver.rtol, solver.max_it = rtol, max_it
     iterations, converged = solver.solve(u)
     if not converged:
