@@ -119,7 +119,7 @@ PY
         /opt/venv/bin/pip install -q -c /tmp/constraints.txt -r /tmp/requirements.txt
         /opt/venv/bin/pip install -q --no-deps --no-build-isolation -e /project
         # a PyPI h5py (pulled by neuraloperator) clashes with the HDF5 of Debian dolfinx
-        if /opt/venv/bin/pip show h5py 2>/dev/null | grep -q "^Location: /opt/venv"; then
+        if [[ "$(/opt/venv/bin/pip show h5py 2>/dev/null | sed -n "s/^Location: //p")" == /opt/venv* ]]; then
             /opt/venv/bin/pip uninstall -q -y h5py
         fi
     ' || skip "pip in the Debian 13 root failed (no network?)"

@@ -34,8 +34,8 @@ echo ">> installing neuralpde and its dependencies into $VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==2.13.0" "numpy<2"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[all]" "torch==2.13.0" "numpy<2"
 # neuraloperator pulls h5py from PyPI; next to Debian's dolfinx it must go, so Debian's h5py is used
-if "$VENV/bin/python" -c "import dolfinx" 2>/dev/null \
-        && "$VENV/bin/python" -m pip show -f h5py 2>/dev/null | grep -q "^Location: $PWD/$VENV"; then
+h5py_location=$("$VENV/bin/python" -m pip show h5py 2>/dev/null | sed -n 's/^Location: //p')
+if "$VENV/bin/python" -c "import dolfinx" 2>/dev/null && [[ "$h5py_location" == "$PWD/$VENV"* ]]; then
     "$VENV/bin/python" -m pip uninstall -q -y h5py
 fi
 if ! "$VENV/bin/python" -c "import h5py" 2>/dev/null; then
