@@ -104,6 +104,11 @@ class Poisson(PDE):
         k, c, f = (e.ufl(x, params=self.params) for e in (self.k, self.c, self.f))
         return k * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx + c * u * v * ufl.dx - f * v * ufl.dx
 
+    def discrete_residual(self, grid: Any, u: Any) -> Any:
+        from .stencils import poisson_residual
+
+        return poisson_residual(self, grid, u)
+
 
 def div_space(flux: Any, x: Any, dim: int) -> Any:
     """Divergence over the first ``dim`` coordinates of ``x`` (time, if present, is excluded)."""
@@ -146,3 +151,8 @@ class Heat(Poisson):
         flux = k[:, None] * grad(u, x)[:, : self.dim]
         return u_t - div_space(flux, x, self.dim) + self.c.torch(space, t=t, params=self.params) * u \
             - self.f.torch(space, t=t, params=self.params)
+
+    def discrete_residual(self, grid: Any, u: Any) -> Any:
+        from .stencils import heat_residual
+
+        return heat_residual(self, grid, u)

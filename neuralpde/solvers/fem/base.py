@@ -20,13 +20,15 @@ from .fields import FEField
 
 @dataclass
 class LinearSolverOptions:
-    """``type``: ``auto`` (backend's choice), ``cg`` (with ``preconditioner``) or ``lu``."""
+    """``type``: ``auto`` (backend's choice), ``cg`` (with ``preconditioner``), ``lu`` or ``dcdm``
+    (a trained DCDM network from ``checkpoint``; stationary P1 problems on grid meshes)."""
 
     type: str = "auto"
     rtol: float = 1e-10
     atol: float = 1e-14
     max_it: int = 2000
     preconditioner: str = "amg"
+    checkpoint: str | None = None
 
 
 @dataclass

@@ -211,12 +211,18 @@ class DolfinxSolver(ReferenceSolver):
               solver: LinearSolverOptions | None = None, time: TimeOptions | None = None,
               progress=None) -> FEMSolution:
         solver = solver or LinearSolverOptions()
+        if solver.type == "dcdm":     # a trained network solves the assembled system (neuralpde.solvers.dcdm)
+            from ..dcdm import reference_solve
+
+            return reference_solve(self, problem, mesh, degree, solver)
         time = check_time_options(problem, time)
         progress = progress or SILENT
         t0 = _time.perf_counter()
         setup = _Setup(problem, mesh, degree, self.comm)
         t1 = _time.perf_counter()
-        if not all(hasattr(problem.pde, a) for a in ("k", "c", "f")):
+        if time is not None and not all(hasattr(problem.pde, a) for a in ("k", "c", "f")):
+            u, iterations, kind, t2, snapshots = self._theta_newton(setup, time, progress)
+        elif not all(hasattr(problem.pde, a) for a in ("k", "c", "f")):
             u, iterations, kind, t2 = self._newton(setup)
             snapshots = []
         elif time is None:
@@ -332,6 +338,47 @@ class DolfinxSolver(ReferenceSolver):
         snapshots.append((pde.t_end, setup.gather(uh)))
         snapshots = [(t, s.values) for t, s in snapshots] if setup.comm.rank == 0 else []
         return uh, iterations, kind, t2, snapshots
+
+    def _theta_newton(self, setup: _Setup, time: TimeOptions, progress):
+        """Theta scheme on ``u_t + F(u; v) = 0`` (the PDE's ``weak_form``), Newton's method in every step."""
+        import ufl
+        from dolfinx import fem
+
+        pde = setup.problem.pde
+        n = num_steps(pde.t_end, time.dt)
+        dt, th = pde.t_end / n, time.theta
+        v = ufl.TestFunction(setup.V)
+        x = ufl.SpatialCoordinate(setup.msh)
+        u_old = setup.function(pde.initial)
+        uh = fem.Function(setup.V)
+        uh.x.array[:] = u_old.x.array
+        F = (uh - u_old) / dt * v * ufl.dx + th * pde.weak_form(uh, v, x) + (1 - th) * pde.weak_form(u_old, v, x)
+        for g, alpha, ds, _ in setup.fluxes:
+            if alpha is not None:
+                raise CaseError("robin conditions are not supported for nonlinear transient PDEs", field="boundary",
+                                fix="use dirichlet or neumann conditions")
+            F = F - g * v * ds
+        t2 = _time.perf_counter()
+        snapshots = [(0.0, setup.gather(uh))]
+        iterations = 0
+        with progress.task(f"theta scheme + Newton ({n} steps)", total=n) as advance:
+            for step in range(1, n + 1):
+                t = step * dt
+                bcs = setup.bcs(t)
+                for g, bc, _ in setup.dirichlet:
+                    uh.x.array[bc.dof_indices()[0]] = g.x.array[bc.dof_indices()[0]]
+                try:
+                    iterations += compat.nonlinear_solve(F, uh, bcs, rtol=1e-12)
+                except RuntimeError as exc:
+                    raise SolverError(f"{exc} at t = {t:g}", field="reference.time.dt",
+                                      fix="use a smaller time step") from None
+                u_old.x.array[:] = uh.x.array
+                if time.save_every and step % time.save_every == 0 and step != n:
+                    snapshots.append((t, setup.gather(uh)))
+                advance()
+        snapshots.append((pde.t_end, setup.gather(uh)))
+        snapshots = [(t, s.values) for t, s in snapshots] if setup.comm.rank == 0 else []
+        return uh, iterations, "newton", t2, snapshots
 
     def _newton(self, setup: _Setup):
         import ufl

@@ -15,13 +15,14 @@ from .base import FEMSolution, LinearSolverOptions, TimeOptions, get_backend
 
 
 class SolverConfig(Strict):
-    """Linear solver: ``auto``, ``cg`` (with a preconditioner) or ``lu``."""
+    """Linear solver: ``auto``, ``cg`` (with a preconditioner), ``lu`` or ``dcdm`` (with ``checkpoint``)."""
 
-    type: Literal["auto", "cg", "lu"] = "auto"
+    type: Literal["auto", "cg", "lu", "dcdm"] = "auto"
     rtol: float = Field(1e-10, gt=0, lt=1)
     atol: float = Field(1e-14, ge=0)
     max_it: int = Field(2000, ge=1)
     preconditioner: Literal["amg", "jacobi", "none"] = "amg"
+    checkpoint: str | None = None
 
     def options(self) -> LinearSolverOptions:
         return LinearSolverOptions(**self.model_dump())

@@ -171,12 +171,18 @@ class SkfemSolver(ReferenceSolver):
               solver: LinearSolverOptions | None = None, time: TimeOptions | None = None,
               progress=None) -> FEMSolution:
         solver = solver or LinearSolverOptions()
+        if solver.type == "dcdm":     # a trained network solves the assembled system (neuralpde.solvers.dcdm)
+            from ..dcdm import reference_solve
+
+            return reference_solve(self, problem, mesh, degree, solver)
         time = check_time_options(problem, time)
         progress = progress or SILENT
         t0 = _time.perf_counter()
-        disc = _Discretisation(problem, mesh, degree)
+        disc = _Discretisation(_diffusion_part(problem), mesh, degree)
         t1 = _time.perf_counter()
-        if time is None:
+        if time is not None and hasattr(problem.pde, "reaction"):
+            x, lin, snapshots, t2 = _theta_newton(disc, problem.pde, time, solver, progress)
+        elif time is None:
             x = disc.dirichlet_values(np.zeros(disc.basis.N))
             b = disc.load() - disc.K @ x
             A = disc.K[disc.free][:, disc.free]
@@ -230,3 +236,80 @@ class SkfemSolver(ReferenceSolver):
         x = disc.dirichlet_values(np.zeros(disc.basis.N))
         b = disc.load() - disc.K @ x
         return disc.K[disc.free][:, disc.free].tocsr(), b[disc.free], disc.free, x
+
+
+class _DiffusionPart:
+    """The linear part ``u_t - div(D grad u)`` of a reaction-diffusion PDE, in the heat-equation attributes
+    (``k``, ``c``, ``f``) the discretisation assembles; the reaction is added by :func:`_theta_newton`."""
+
+    time_dependent = True
+
+    def __init__(self, pde):
+        from ...pde.expressions import Expression
+
+        self.k, self.params = pde.diffusivity, pde.params
+        self.c = self.f = Expression.parse(0)
+        self.initial, self.t_end = pde.initial, pde.t_end
+
+
+def _diffusion_part(problem: Problem) -> Problem:
+    if not (problem.time_dependent and hasattr(problem.pde, "reaction")):
+        return problem
+    from dataclasses import replace
+
+    return replace(problem, pde=_DiffusionPart(problem.pde))
+
+
+def _theta_newton(disc: _Discretisation, pde, time: TimeOptions, solver: LinearSolverOptions, progress,
+                  rtol: float = 1e-12, max_it: int = 30):
+    """Theta scheme for ``u_t = div(D grad u) + R(u)`` with Newton's method in every step."""
+    import skfem
+
+    @skfem.LinearForm
+    def reaction(v, w):
+        return pde.reaction(w.uh) * v
+
+    @skfem.BilinearForm
+    def reaction_jac(u, v, w):
+        return pde.reaction_derivative(w.uh) * u * v
+
+    n = num_steps(pde.t_end, time.dt)
+    dt, th = pde.t_end / n, time.theta
+    basis, free = disc.basis, disc.free
+    x = disc.dirichlet_values(disc._values(pde.initial, 0.0), 0.0)
+    lhs = (disc.M + th * dt * disc.K).tocsr()
+    explicit = (disc.M - (1 - th) * dt * disc.K).tocsr()
+    t_assembled = _time.perf_counter()
+    snapshots, iterations = [(0.0, x.copy())], 0
+    r_old = reaction.assemble(basis, uh=basis.interpolate(x))
+    load_old = disc.load(0.0)
+    lin = None
+    with progress.task(f"theta scheme + Newton ({n} steps)", total=n) as advance:
+        for step in range(1, n + 1):
+            t = step * dt
+            load_new = disc.load(t)
+            rhs = explicit @ x + dt * (th * load_new + (1 - th) * load_old) + (1 - th) * dt * r_old
+            x_new = disc.dirichlet_values(x.copy(), t)
+            for _ in range(max_it):
+                uh = basis.interpolate(x_new)
+                r_new = reaction.assemble(basis, uh=uh)
+                G = lhs @ x_new - th * dt * r_new - rhs
+                Jac = (lhs - th * dt * reaction_jac.assemble(basis, uh=uh)).tocsr()
+                lin = _LinearSolver(Jac[free][:, free], solver)
+                delta = lin.solve(-G[free])
+                x_new[free] += delta
+                iterations += 1
+                if np.max(np.abs(delta), initial=0.0) <= rtol * max(1.0, np.max(np.abs(x_new))):
+                    break
+            else:
+                raise SolverError(f"Newton did not converge in {max_it} iterations at t = {t:g}",
+                                  field="reference.time.dt", fix="use a smaller time step")
+            x, load_old = x_new, load_new
+            r_old = reaction.assemble(basis, uh=basis.interpolate(x))
+            if time.save_every and step % time.save_every == 0 and step != n:
+                snapshots.append((t, x.copy()))
+            advance()
+    snapshots.append((pde.t_end, x.copy()))
+    lin.iterations = iterations
+    return x, lin, snapshots, t_assembled
+

@@ -1,0 +1,347 @@
+"""GliODIL: infer a glioma's cell density and growth parameters from one segmentation, by ODIL.
+
+The model is Fisher-KPP with the tissue diffusivity ``D (wm + gm / ratio)`` (no flux into CSF). The
+unknowns are the density on the space-time grid plus the scalars ``D``, ``rho``, ``ratio``, the
+seed position and the two visibility thresholds; the loss holds the PDE, the initial Gaussian seed,
+hinge terms tying the final density to the segmentation labels, range/CSF terms and hinge bounds on
+the scalars (Balcerak et al., Nat. Commun. 2025)::
+
+    patient = synthetic_patient(seed=0, dim=2)                 # tissue, hidden truth, labels
+    result = infer(patient.wm, patient.gm, patient.labels, patient.grid, iterations=1500)
+    plans = compare_plans(result.density, patient.labels, patient.truth, patient.wm + patient.gm, patient.grid)
+    plans["gliodil_coverage"], plans["margin_coverage"]
+
+Units: millimetres and days. Labels: 0 background, 1 edema, 2 tumour core (:func:`brats_labels` maps
+BraTS 1/4 to core and 3 to edema).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from ..errors import CaseError
+from ..pde.fisher import CSF_THRESHOLD, FisherKPP
+from ..pde.stencils import Grid, StencilView
+from ..progress import SILENT
+from .method import Method, MethodConfig, MethodResult, RunContext, Strict, register
+from .odil import DiscreteProblem, gradient_descent, march
+
+#: hinge bounds of the scalars (GliODIL's code); ``rho`` has only a lower bound
+BOUNDS = {"D": (0.01, 10.0), "rho": (0.02, np.inf), "ratio": (10.0, 1000.0), "th_down": (0.2, 0.5),
+          "th_up": (0.5, 0.85)}
+#: loss weights (GliODIL's without PET; ``pde`` acts on the residual times dt, see :func:`infer`)
+WEIGHTS = {"pde": 2400.0, "ic": 1000.0, "seg": 12.0, "range": 1.0, "csf": 0.01, "bounds": 1.0}
+SEED_PEAK, SEED_DT = 0.58, 15.0     # the seed: peak of M / (4 pi Dt)^(3/2) exp(-r^2 / (4 Dt)) for M = 1500, Dt = 15
+
+
+@dataclass
+class Patient:
+    """A synthetic patient: tissue fractions, the hidden final density, labels and the true parameters."""
+
+    wm: np.ndarray
+    gm: np.ndarray
+    truth: np.ndarray
+    labels: np.ndarray
+    params: dict[str, Any]
+    grid: Grid
+
+
+@dataclass
+class Inference:
+    """GliODIL's answer: the final density, the inferred scalars, the loss history and bound reports."""
+
+    density: np.ndarray
+    params: dict[str, float]
+    history: list[dict] = dataclass_field(default_factory=list)
+    at_bounds: list[str] = dataclass_field(default_factory=list)
+    time_s: float = 0.0
+
+
+def brats_labels(seg: np.ndarray) -> np.ndarray:
+    """BraTS labels (1 necrosis, 4 enhancing -> core; 3 or 2 edema) to 0 / 1 edema / 2 core."""
+    seg = np.asarray(seg)
+    out = np.zeros(seg.shape, dtype=np.int8)
+    out[np.isin(seg, (2, 3))] = 1
+    out[np.isin(seg, (1, 4))] = 2
+    return out
+
+
+def seed_density(points: Any, centre: Any) -> Any:
+    """The initial Gaussian seed at ``centre`` (numpy or torch), clipped at 1 and zero below 0.1."""
+    lib = torch if isinstance(points[0], torch.Tensor) else np
+    r2 = sum((points[a] - centre[a]) ** 2 for a in range(len(centre)))
+    g = SEED_PEAK * lib.exp(-r2 / (4 * SEED_DT))
+    return lib.where(g < 0.1, 0.0 * g, lib.clip(g, 0.0, 1.0))
+
+
+def tissue_maps(grid: Grid, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth white/grey-matter fractions: an ellipsoidal brain with a grey rim, random white-matter
+    blobs and two CSF ventricles (CSF = 1 - wm - gm)."""
+    pts = grid.points()
+    centre = grid.bounds.mean(axis=1)
+    half = 0.5 * (grid.bounds[:, 1] - grid.bounds[:, 0])
+    radii = half * rng.uniform(0.85, 0.95, grid.dim)
+    rho = np.sqrt(sum(((pts[a] - centre[a]) / radii[a]) ** 2 for a in range(grid.dim)))
+    brain = 1 / (1 + np.exp((rho - 1) / 0.02))
+    wm_raw = np.zeros(grid.cells)
+    for _ in range(6):
+        c = centre + rng.uniform(-0.5, 0.5, grid.dim) * half
+        s = rng.uniform(0.15, 0.35) * half.mean()
+        wm_raw += np.exp(-sum((pts[a] - c[a]) ** 2 for a in range(grid.dim)) / (2 * s**2))
+    wm_frac = np.clip(0.25 + 0.6 * wm_raw / wm_raw.max(), 0, 0.9) * np.clip((1 - rho) / 0.15, 0, 1)
+    csf = 1 - brain
+    for side in (-1, 1):
+        c = centre.copy()
+        c[0] += side * 0.12 * half[0]
+        r = np.sqrt(sum(((pts[a] - c[a]) / (0.08 * half[a] * (2.5 if a == 1 else 1))) ** 2 for a in range(grid.dim)))
+        csf = np.maximum(csf, 1 / (1 + np.exp((r - 1) / 0.1)))
+    wm = wm_frac * (1 - csf)
+    return wm, (1 - csf) - wm
+
+
+def synthetic_patient(seed: int = 0, dim: int = 2, cells: int = 48, steps: int = 48, days: float = 100.0,
+                      size_mm: float = 96.0, label_noise: float = 0.02) -> Patient:
+    """A synthetic patient grown by the Crank-Nicolson forward model on a 2x finer time grid.
+
+    Parameters follow GliODIL's synthetic cohort: ``D, rho ~ U(0.035, 0.2)``, ``ratio ~ U(10, 30)``,
+    ``th_up ~ U(0.45, 0.6)``, ``th_down ~ U(0.15, 0.35)``, seed inside white or grey matter near the centre.
+    Labels threshold the final density plus Gaussian noise ``label_noise``.
+    """
+    rng = np.random.default_rng(42000 + seed)
+    grid = Grid([[0.0, size_mm]] * dim, [cells] * dim, t_end=days, steps=steps)
+    for side in grid.sides.values():
+        side.dirichlet[...] = False
+    wm, gm = tissue_maps(grid, rng)
+    lo, hi = grid.bounds[:, 0] + 0.35 * size_mm, grid.bounds[:, 0] + 0.65 * size_mm
+    for _ in range(100):
+        centre = rng.uniform(lo, hi)
+        idx = tuple(int(c / grid.h[a]) for a, c in enumerate(centre))
+        if wm[idx] + gm[idx] > 0.7:
+            break
+    params = {"D": rng.uniform(0.035, 0.2), "rho": rng.uniform(0.035, 0.2), "ratio": rng.uniform(10, 30),
+              "th_up": rng.uniform(0.45, 0.6), "th_down": rng.uniform(0.15, 0.35), "centre": centre.tolist()}
+    fine = Grid(grid.bounds, grid.cells, t_end=days, steps=2 * steps,
+                initial_values=seed_density(grid.points(), centre))
+    for side in fine.sides.values():
+        side.dirichlet[...] = False
+    pde = FisherKPP(D=params["D"], rho=params["rho"], ratio=params["ratio"], t_end=days, dim=dim)
+    pde.tissue_cells = (wm, gm)
+    truth = march(pde, fine)[-1]
+    observed = truth + label_noise * rng.standard_normal(truth.shape)
+    brain = (wm + gm) >= CSF_THRESHOLD
+    labels = np.where(observed >= params["th_up"], 2, np.where(observed >= params["th_down"], 1, 0)) * brain
+    return Patient(wm, gm, truth, labels.astype(np.int8), params, grid)
+
+
+def check_inputs(wm: np.ndarray, gm: np.ndarray, labels: np.ndarray, grid: Grid) -> None:
+    """Raises CaseError for maps of the wrong shape or tumour labels outside the brain."""
+    for name, arr in (("wm", wm), ("gm", gm), ("labels", labels)):
+        if tuple(np.shape(arr)) != grid.cells:
+            raise CaseError(f"{name} has shape {np.shape(arr)} but the grid has {grid.cells} cells",
+                            field=f"method.data.{name}", fix="resample the maps to the grid (or change grid.cells)")
+    outside = (np.asarray(labels) > 0) & ((np.asarray(wm) + np.asarray(gm)) < CSF_THRESHOLD)
+    if outside.any():
+        raise CaseError(f"{int(outside.sum())} labelled voxels lie outside the brain mask (wm + gm < "
+                        f"{CSF_THRESHOLD})", field="method.data.labels",
+                        fix="register the segmentation to the tissue maps, or mask it with the brain")
+
+
+def _residual(pde: FisherKPP, grid: Grid, labels: np.ndarray, brain: np.ndarray):
+    dim = grid.dim
+    rows_all = grid.rows()
+    rows_end = tuple(r[-1:] for r in rows_all)
+    rows_ic = grid.rows(slice(0, 1))
+    pts = grid.points()
+    core, edema, background = labels == 2, labels == 1, labels == 0
+    csf = (~brain).astype(float)
+    names = list(BOUNDS)
+
+    def residual(view: StencilView) -> dict[str, torch.Tensor]:
+        out = pde.discrete_residual(grid, view)
+        out["pde"] = out.pop("pde") * grid.dt
+        u0 = view.get("u", rows_ic)
+        centre = [view.param(f"x{a}", rows_ic) for a in range(dim)]
+        out["ic"] = u0 - seed_density([view.tensor(pts[a][None]) for a in range(dim)], centre)
+        u_end = view.get("u", rows_end)
+        up, down = view.param("th_up", rows_end), view.param("th_down", rows_end)
+        relu = torch.relu
+        out["seg"] = (view.tensor(core[None]) * relu(up - u_end)
+                      + view.tensor(edema[None]) * (relu(down - u_end) + relu(u_end - up))
+                      + view.tensor(background[None]) * relu(u_end - down))
+        u = view.get("u", rows_all)
+        out["range"] = relu(-u) + relu(u - 1)
+        out["csf"] = u * view.tensor(csf)
+        k = (np.arange(len(names)),)
+        terms = []
+        for i, name in enumerate(names):
+            p = view.param(name, k)
+            p = p[i] if p.ndim else p
+            lo, hi = BOUNDS[name]
+            terms.append(relu(lo - p) + (relu(p - hi) if np.isfinite(hi) else 0 * p))
+        out["bounds"] = torch.stack(terms)
+        return out
+
+    return residual
+
+
+def initial_guess(wm: np.ndarray, gm: np.ndarray, labels: np.ndarray, grid: Grid) -> dict[str, Any]:
+    """Start: seed at the centroid of the core (else of all labels), D and rho mid-range, a forward run."""
+    pts = grid.points().reshape(grid.dim, -1)
+    mask = (labels == 2) if (labels == 2).any() else (labels > 0)
+    if not mask.any():
+        raise CaseError("the segmentation has no tumour voxel", field="method.data.labels",
+                        fix="give a segmentation with core (2) or edema (1) labels")
+    centre = pts[:, mask.ravel()].mean(axis=1)
+    params = {"D": 0.1, "rho": 0.1, "ratio": 20.0, "th_up": 0.6, "th_down": 0.3}
+    pde = FisherKPP(D=params["D"], rho=params["rho"], ratio=params["ratio"], t_end=grid.t_end, dim=grid.dim)
+    pde.tissue_cells = (wm, gm)
+    start = Grid(grid.bounds, grid.cells, t_end=grid.t_end, steps=grid.steps, sides=grid.sides,
+                 initial_values=seed_density(grid.points(), centre))
+    return {"u": march(pde, start), "params": {**params, **{f"x{a}": float(c) for a, c in enumerate(centre)}}}
+
+
+def infer(wm: np.ndarray, gm: np.ndarray, labels: np.ndarray, grid: Grid, *, iterations: int = 1500,
+          lr: float = 2e-3, weights: dict[str, float] | None = None, progress=SILENT) -> Inference:
+    """GliODIL inference: Adam on the multigrid decomposition from a forward-run initial guess.
+
+    The PDE residual is multiplied by ``dt`` (a per-step change of density, as in GliODIL's grid units).
+    Scalars that end on a hinge bound are listed in ``Inference.at_bounds``: the hinge is a penalty, so a
+    parameter may sit slightly outside its interval, and the report says so rather than clipping it.
+    """
+    check_inputs(wm, gm, labels, grid)
+    t0 = time.perf_counter()
+    guess = initial_guess(wm, gm, labels, grid)
+    pde = FisherKPP(D=1.0, rho=1.0, t_end=grid.t_end, dim=grid.dim)
+    pde.tissue_cells = (wm, gm)
+    residual = _residual(pde, grid, labels, (wm + gm) >= CSF_THRESHOLD)
+    problem = DiscreteProblem({"u": guess["u"]}, guess["params"], residual, {**WEIGHTS, **(weights or {})})
+    scale = {"D": 0.01, "rho": 0.01, "ratio": 0.5, "th_up": 0.01, "th_down": 0.01}
+    scalar_lr = {k: lr * v / 2e-3 for k, v in scale.items()}
+    scalar_lr.update({f"x{a}": lr * 0.5 / 2e-3 for a in range(grid.dim)})
+    x, history = gradient_descent(problem, problem.initial(), optimizer="adam", iterations=iterations, lr=lr,
+                                  multigrid=True, progress=progress, scalar_lr=scalar_lr)
+    fields, params = problem.unpack(x)
+    values = {k: float(v) for k, v in params.items()}
+    at_bounds = [k for k, (lo, hi) in BOUNDS.items() if not lo <= values[k] <= hi]
+    return Inference(fields["u"].numpy()[-1], values, history, at_bounds, time.perf_counter() - t0)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    total = a.sum() + b.sum()
+    return float(2 * (a & b).sum() / total) if total else 1.0
+
+
+def compare_plans(density: np.ndarray, labels: np.ndarray, truth: np.ndarray, brain_fraction: np.ndarray,
+                  grid: Grid, margin_mm: float = 15.0, hidden: float = 0.01) -> dict[str, float]:
+    """Radiotherapy plans at equal volume: the visible tumour + a uniform margin, vs the top of the inferred
+    density; each scored by the fraction of the hidden true tumour (``truth >= hidden``) it covers."""
+    from scipy.ndimage import distance_transform_edt
+
+    brain = brain_fraction >= CSF_THRESHOLD
+    visible = labels > 0
+    margin = (distance_transform_edt(~visible, sampling=grid.h) <= margin_mm) & brain
+    volume = int(margin.sum())
+    order = np.argsort(np.where(brain, density, -np.inf), axis=None)[::-1][:volume]
+    plan = np.zeros(density.size, bool)
+    plan[order] = True
+    plan = plan.reshape(density.shape)
+    target = (truth >= hidden) & brain
+    n = max(int(target.sum()), 1)
+    return {"volume_voxels": volume, "margin_coverage": float((margin & target).sum() / n),
+            "gliodil_coverage": float((plan & target).sum() / n), "hidden_voxels": int(target.sum())}
+
+
+# ---------------------------------------------------------------- the `gliodil` method of a case file
+
+class PatientConfig(Strict):
+    """A synthetic patient (see :func:`synthetic_patient`)."""
+
+    seed: int = 0
+    dim: Literal[2, 3] = 2
+    cells: int = Field(48, ge=8)
+    steps: int = Field(48, ge=2)
+    days: float = Field(100.0, gt=0)
+    size_mm: float = Field(96.0, gt=0)
+    label_noise: float = Field(0.02, ge=0)
+
+
+class GliodilConfig(MethodConfig):
+    type: Literal["gliodil"] = "gliodil"
+    patient: PatientConfig = PatientConfig()
+    iterations: int = Field(1500, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weights: dict[str, float] = {}
+    margin_mm: float = Field(15.0, gt=0)
+    hidden: float = Field(0.01, gt=0, lt=1)
+
+
+@register
+class GliodilMethod(Method):
+    """Synthetic patient -> GliODIL inference -> radiotherapy plans at equal volume (no PDE section needed)."""
+
+    name = "gliodil"
+    config_model = GliodilConfig
+    needs_problem = False
+    plot_names = ("data", "inferred", "plans")
+
+    def run(self, problem: Any, reference: Any, ctx: RunContext) -> MethodResult:
+        cfg = self.config
+        pc = cfg.patient
+        patient = synthetic_patient(pc.seed + ctx.seed, pc.dim, pc.cells, pc.steps, pc.days, pc.size_mm,
+                                    pc.label_noise)
+        result = infer(patient.wm, patient.gm, patient.labels, patient.grid, iterations=cfg.iterations, lr=cfg.lr,
+                       weights=cfg.weights, progress=ctx.progress)
+        plans = compare_plans(result.density, patient.labels, patient.truth, patient.wm + patient.gm, patient.grid,
+                              margin_mm=cfg.margin_mm, hidden=cfg.hidden)
+        true = {k: v for k, v in patient.params.items() if k != "centre"}
+        metrics = {"true": true, "inferred": result.params, "at_bounds": result.at_bounds, "time_s": result.time_s,
+                   "D_rel_error": abs(result.params["D"] / true["D"] - 1),
+                   "rho_rel_error": abs(result.params["rho"] / true["rho"] - 1),
+                   "dice_0.25": dice(result.density >= 0.25, patient.truth >= 0.25),
+                   "dice_0.5": dice(result.density >= 0.5, patient.truth >= 0.5), "plans": plans,
+                   "loss": result.history[-1]["loss"], "loss_terms": result.history[-1]["terms"]}
+        return MethodResult(field=None, metrics=metrics, files=self._plots(patient, result, ctx))
+
+    def _plots(self, patient: Patient, result: Inference, ctx: RunContext) -> list:
+        if ctx.out_dir is None or not ctx.plots:
+            return []
+        from scipy.ndimage import distance_transform_edt
+
+        from ..viz import image_panels
+
+        def cut(a: np.ndarray) -> np.ndarray:     # 3D: the axial slice through the true seed
+            if a.ndim == 2:
+                return a.T
+            k = int(patient.params["centre"][2] / patient.grid.h[2])
+            return a[:, :, min(k, a.shape[2] - 1)].T
+
+        extent = (0, patient.grid.bounds[0, 1], 0, patient.grid.bounds[1, 1])
+        files = []
+        if "data" in ctx.plots:
+            files.append(image_panels({"white matter": cut(patient.wm), "grey matter": cut(patient.gm),
+                                       "labels (1 edema, 2 core)": cut(patient.labels)},
+                                      ctx.out_dir / "data.png", title="synthetic patient", extent=extent))
+        if "inferred" in ctx.plots:
+            files.append(image_panels({"inferred density": cut(result.density), "true density": cut(patient.truth)},
+                                      ctx.out_dir / "inferred.png", title="GliODIL", extent=extent))
+        if "plans" in ctx.plots:
+            cfg = self.config
+            brain = (patient.wm + patient.gm) >= CSF_THRESHOLD
+            margin = (distance_transform_edt(patient.labels == 0, sampling=patient.grid.h) <= cfg.margin_mm) & brain
+            order = np.argsort(np.where(brain, result.density, -np.inf), axis=None)[::-1][: int(margin.sum())]
+            plan = np.zeros(result.density.size, bool)
+            plan[order] = True
+            hidden = patient.truth >= cfg.hidden
+            files.append(image_panels({"1.5 cm margin": cut(margin + hidden.astype(float)),
+                                       "GliODIL plan": cut(plan.reshape(hidden.shape) + hidden.astype(float))},
+                                      ctx.out_dir / "plans.png", title="plan (1) and hidden tumour (+1)",
+                                      extent=extent))
+        return files
