@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import CaseError, NeuralPDEError
-from ..meshes.domains import Box, Interval, MeshFile, Rectangle
+from ..meshes.domains import Box, Hypercube, Interval, MeshFile, Polygon, Rectangle
 from ..pde import PDES, BoundaryCondition, Problem
 from ..pde.base import PDE
 from ..solvers.method import METHODS
@@ -80,6 +80,14 @@ def build_domain(cfg: Any, case_path: Path | None):
         return Rectangle(cfg.bounds, cfg.cell_type, cfg.diagonal)
     if cfg.type == "box":
         return Box(cfg.bounds, cfg.cell_type)
+    if cfg.type == "hypercube":
+        bounds = cfg.bounds * cfg.dim if cfg.dim is not None and len(cfg.bounds) == 1 else cfg.bounds
+        if cfg.dim is not None and len(bounds) != cfg.dim:
+            raise CaseError(f"{len(bounds)} bounds given for dim {cfg.dim}", field="domain.bounds",
+                            fix="give one [lo, hi] (used for every dimension) or exactly `dim` of them")
+        return Hypercube(bounds)
+    if cfg.type == "polygon":
+        return Polygon(cfg.vertices)
     path = Path(cfg.path).expanduser()
     if not path.is_absolute() and case_path is not None:
         path = case_path.parent / path
@@ -108,7 +116,8 @@ def check_case(config: Any, src: str) -> None:
         raise CaseError("required key missing", file=src, field="domain",
                         fix="add `domain: {type: rectangle}` (or interval, box, file)")
     no_reference = isinstance(config.reference, str | None)
-    if config.pde is not None and no_reference and config.exact is None:
+    pde_has_exact = config.pde is not None and getattr(PDES.get(config.pde.type), "has_exact", False)
+    if config.pde is not None and no_reference and config.exact is None and not pde_has_exact:
         raise CaseError("reference: none leaves nothing to compare with", file=src, field="reference",
                         fix="give `exact:` or remove `reference: none`")
     known = (*RUNNER_PLOTS, *(method.plot_names if method is not None else ()))

@@ -51,7 +51,23 @@ class FileDomainConfig(Strict):
     path: str
 
 
-DomainConfig = Annotated[IntervalConfig | RectangleConfig | BoxConfig | FileDomainConfig,
+class HypercubeConfig(Strict):
+    """A box in ``dim`` dimensions (no FEM mesh: use ``reference: none``); one ``[lo, hi]`` applies to all."""
+
+    type: Literal["hypercube"]
+    dim: int | None = Field(None, ge=1)
+    bounds: list[list[float]] = [[0.0, 1.0]]
+
+
+class PolygonConfig(Strict):
+    """A simple polygon; edge ``i`` is the boundary ``edge<i>``; meshed with gmsh for the FEM reference."""
+
+    type: Literal["polygon"]
+    vertices: list[list[float]]
+
+
+DomainConfig = Annotated[IntervalConfig | RectangleConfig | BoxConfig | FileDomainConfig | HypercubeConfig
+                         | PolygonConfig,
                          Field(discriminator="type")]
 
 

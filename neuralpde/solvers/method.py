@@ -89,6 +89,7 @@ def register(cls: type[Method]) -> type[Method]:
 #: modules (relative to ``neuralpde.solvers``) whose methods register when the package loads
 BUILTIN_METHOD_MODULES: tuple[str, ...] = (
     "fem.method",
+    "pinn",
     "dcdm",
     "odil",
     "gliodil",

@@ -1,0 +1,105 @@
+"""PINNs on DeepXDE (PyTorch backend) with adaptive collocation: ``method: {type: pinn, sampler: {type: aas}}``.
+
+The bridge turns a :class:`~neuralpde.Problem` into DeepXDE objects: a geometry (interval, rectangle,
+cuboid, hypercube, polygon, or a mesh file as a point cloud), Dirichlet data as ``PointSetBC`` on boundary
+points drawn from the boundary facets (so named boundaries and tags work as in the FEM reference), the
+residual from ``PDE.residual``, an optional hard Dirichlet condition by output transform (boxes).
+DeepXDE runs the training loop (Adam, then L-BFGS); a sampler (:mod:`.sampling`) changes the collocation
+points at the end of every stage through ``replace_with_anchors`` / ``add_anchors``::
+
+    neuralpde run cases/pinn_peak_aas.yaml --smoke
+    neuralpde run cases/pinn_peak_aas.yaml --set method.sampler.type=uniform
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ..errors import SolverError
+from .method import Method, MethodConfig, MethodResult, RunContext, Strict, register
+
+log = logging.getLogger("neuralpde")
+
+
+class NetworkConfig(Strict):
+    """Fully connected network: hidden ``layers`` widths and the activation (DeepXDE names)."""
+
+    layers: list[int] = Field([32] * 6, min_length=1)
+    activation: Literal["tanh", "sin", "silu", "gelu", "sigmoid", "relu"] = "tanh"
+    initializer: Literal["Glorot uniform", "Glorot normal", "He normal"] = "Glorot uniform"
+
+
+class FlowConfig(Strict):
+    """The bounded normalizing flow of ``das``/``aas``: couplings, width, steps per stage, H1 weight beta."""
+
+    couplings: int = Field(6, ge=1)
+    width: int = Field(32, ge=2)
+    steps: int = Field(300, ge=0)
+    lr: float = Field(2e-3, gt=0)
+    batch: int = Field(500, ge=8)
+    beta: float | None = Field(None, ge=0)
+
+
+class SamplerConfig(Strict):
+    """Collocation sampling: ``points`` per stage, ``stages`` of ``train.adam_steps`` each, ``boundary_points``."""
+
+    type: Literal["uniform", "fixed", "rar", "rad", "das", "aas"] = "uniform"
+    points: int = Field(1000, ge=1)
+    stages: int = Field(5, ge=1)
+    boundary_points: int = Field(400, ge=0)
+    candidates: int = Field(10000, ge=1)
+    add: int = Field(100, ge=1)
+    k: float = Field(1.0, ge=0)
+    c: float = Field(1.0, ge=0)
+    uniform_share: float | None = Field(None, ge=0, le=1)
+    importance_weights: bool = False
+    flow: FlowConfig = FlowConfig()
+
+
+class TrainConfig(Strict):
+    """Adam steps *per stage*, learning rate, L-BFGS steps after the last stage, loss display interval."""
+
+    adam_steps: int = Field(2000, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    lbfgs_steps: int = Field(0, ge=0)
+    display_every: int = Field(100, ge=1)
+
+
+class PINNConfig(MethodConfig):
+    type: Literal["pinn"] = "pinn"
+    network: NetworkConfig = NetworkConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    train: TrainConfig = TrainConfig()
+    hard_bc: bool = False
+    #: uniform points for the error estimate against ``exact`` when there is no reference mesh
+    eval_points: int = Field(20000, ge=100)
+
+
+def deepxde() -> Any:
+    """Import DeepXDE on the PyTorch backend (the backend is read once, at import)."""
+    os.environ.setdefault("DDE_BACKEND", "pytorch")
+    import deepxde as dde
+
+    if dde.backend.backend_name != "pytorch":
+        raise SolverError(f"DeepXDE was already imported with the {dde.backend.backend_name!r} backend",
+                          fix="set DDE_BACKEND=pytorch before importing deepxde")
+    return dde
+
+
+@register
+class PINNMethod(Method):
+    """A PINN trained by DeepXDE with one of the samplers of :mod:`neuralpde.solvers.sampling`."""
+
+    name = "pinn"
+    config_model = PINNConfig
+    faces = ("residual",)
+    plot_names = ("samples", "pinn_error")
+
+    def run(self, problem: Any, reference: Any, ctx: RunContext) -> MethodResult:
+        from .pinn_bridge import train_pinn
+
+        return train_pinn(problem, reference, self.config, ctx)

@@ -1,0 +1,440 @@
+"""The DeepXDE side of :mod:`neuralpde.solvers.pinn`: geometry, boundary points, data, callbacks, training.
+
+    region = region_for(problem.domain)                 # where collocation points may lie
+    data, sampler = build_data(problem, config, seed)   # dde.data.PDE with our own anchors
+    result = train_pinn(problem, reference, config, ctx)
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import CaseError, NeuralPDEError, SolverError
+from ..meshes.domains import Box, Hypercube, Interval, MeshFile, Polygon, Rectangle
+from .method import MethodResult, RunContext
+from .pinn import PINNConfig, deepxde
+from .sampling import Region, Sampler, make_sampler
+
+log = logging.getLogger("neuralpde")
+
+_BOXES = (Interval, Rectangle, Box, Hypercube)
+
+
+# ---------------------------------------------------------------------------------------------- geometry
+def region_for(domain: Any) -> Region:
+    """The sampling region of a domain: its box, with an inside test for polygons and meshes."""
+    if isinstance(domain, _BOXES):
+        return Region.box(domain.bounds)
+    if isinstance(domain, Polygon):
+        v = np.asarray(domain.vertices)
+        return Region(np.stack([v.min(0), v.max(0)], axis=1), domain.contains)
+    if isinstance(domain, MeshFile):
+        mesh = domain.mesh()
+        if mesh.gdim != 2 or mesh.cell_type != "triangle":
+            raise CaseError(f"a PINN samples a mesh file as a 2D triangle point cloud; this mesh is "
+                            f"{mesh.gdim}D {mesh.cell_type}", field="domain.path",
+                            fix="use a 2D triangle mesh, or a built-in domain (box, hypercube, polygon)")
+        import matplotlib.tri as mtri
+
+        finder = mtri.Triangulation(mesh.points[:, 0], mesh.points[:, 1], mesh.cells).get_trifinder()
+        return Region(mesh.bounding_box(), lambda x: finder(x[:, 0], x[:, 1]) >= 0)
+    raise CaseError(f"DeepXDE cannot sample the domain {type(domain).__name__}", field="domain.type",
+                    fix="use interval, rectangle, box, hypercube, polygon or a 2D triangle mesh file")
+
+
+def geometry_for(domain: Any) -> Any:
+    """The DeepXDE geometry of a domain (a mesh file becomes a ``PointCloud`` of its vertices)."""
+    dde = deepxde()
+    try:
+        if isinstance(domain, Interval):
+            return dde.geometry.Interval(*domain.bounds[0])
+        if isinstance(domain, Rectangle):
+            b = np.asarray(domain.bounds, dtype=float)
+            return dde.geometry.Rectangle(b[:, 0], b[:, 1])
+        if isinstance(domain, (Box, Hypercube)):
+            b = np.asarray(domain.bounds, dtype=float)
+            return dde.geometry.Hypercube(b[:, 0], b[:, 1])
+        if isinstance(domain, Polygon):
+            return dde.geometry.Polygon(np.asarray(domain.vertices, dtype=float))
+        if isinstance(domain, MeshFile):
+            region_for(domain)                                   # the 2D triangle check, with its message
+            mesh = domain.mesh()
+            on_bnd = np.zeros(mesh.num_points, dtype=bool)
+            on_bnd[np.unique(mesh.boundary_facets())] = True
+            return dde.geometry.PointCloud(mesh.points[~on_bnd], boundary_points=mesh.points[on_bnd])
+    except NeuralPDEError:
+        raise
+    except Exception as exc:   # DeepXDE raises ValueError/AssertionError for geometry it cannot handle
+        raise CaseError(f"DeepXDE cannot build this geometry ({type(exc).__name__}: {exc})", field="domain",
+                        fix="check the bounds (lo < hi) or vertices (a simple polygon, at least 3 corners)") from None
+    raise CaseError(f"DeepXDE cannot sample the domain {type(domain).__name__}", field="domain.type",
+                    fix="use interval, rectangle, box, hypercube, polygon or a 2D triangle mesh file")
+
+
+def _boundary_mesh(domain: Any) -> Any:
+    if isinstance(domain, MeshFile):
+        return domain.mesh()
+    if isinstance(domain, Polygon):
+        return domain.mesh(cells=64)
+    return domain.mesh(cells=[1] * domain.dim)       # a box's faces are flat: one cell per side is exact
+
+
+def boundary_points(problem: Any, n: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n`` points on the boundary (uniform by facet size) split by Dirichlet condition: ``[(x, g(x)), ...]``.
+
+    Raises:
+        CaseError: a Neumann or Robin condition (not supported by this bridge yet).
+    """
+    from .fem.boundary import select_facets
+
+    for i, bc in enumerate(problem.bcs):
+        if bc.kind != "dirichlet":
+            raise CaseError(f"the PINN bridge supports Dirichlet conditions only, got {bc.kind}",
+                            field=f"boundary[{i}].{bc.kind}", fix="use a dirichlet condition or the fem method")
+    if not problem.bcs or n == 0:
+        return []
+    if isinstance(problem.domain, Hypercube):
+        x = _hypercube_boundary(np.asarray(problem.domain.bounds), n, rng)
+        owner = np.zeros(n, dtype=int)
+        for i, bc in enumerate(problem.bcs):
+            if not (isinstance(bc.where, str) and bc.where.strip() == "all"):
+                raise CaseError("on a hypercube a boundary condition must use `where: all`",
+                                field=f"boundary[{i}].where", fix="use where: all")
+    else:
+        mesh = _boundary_mesh(problem.domain)
+        facets = mesh.boundary_facets()
+        x, facet_of = _sample_facets(mesh.points, facets, n, rng)
+        mids = mesh.facet_midpoints(facets)
+        owner = np.full(n, -1)
+        for i, bc in enumerate(problem.bcs):
+            chosen = select_facets(mesh, bc.where, mids, field=f"boundary[{i}]")
+            free = (owner < 0) & chosen[facet_of]
+            owner[free] = i
+    out = []
+    for i, bc in enumerate(problem.bcs):
+        pts = x[owner == i]
+        if len(pts):
+            out.append((pts, np.asarray(bc.value.numpy(pts.T), dtype=float).reshape(-1, 1)
+                        * np.ones((len(pts), 1))))
+    return out
+
+
+def _hypercube_boundary(bounds: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    lo, hi = bounds[:, 0], bounds[:, 1]
+    x = lo + (hi - lo) * rng.random((n, len(lo)))
+    areas = np.array([np.prod(np.delete(hi - lo, j)) for j in range(len(lo))])   # a face's (d-1)-volume
+    dims = rng.choice(len(lo), n, p=areas / areas.sum())
+    side = rng.random(n) < 0.5
+    x[np.arange(n), dims] = np.where(side, hi[dims], lo[dims])
+    return x
+
+
+def _sample_facets(points: np.ndarray, facets: np.ndarray, n: int, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Uniform points on the facets (points in 1D, segments in 2D, triangles/quads in 3D)."""
+    v = points[facets]                                    # (m, k, d)
+    k = v.shape[1]
+    if k == 1:
+        sizes = np.ones(len(v))
+    elif k == 2:
+        sizes = np.linalg.norm(v[:, 1] - v[:, 0], axis=1)
+    else:
+        sizes = 0.5 * np.linalg.norm(np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0]), axis=1) * (2 if k == 4 else 1)
+    which = rng.choice(len(v), n, p=sizes / sizes.sum())
+    a, b = rng.random((2, n, 1))
+    f = v[which]
+    if k == 1:
+        x = f[:, 0]
+    elif k == 2:
+        x = f[:, 0] + a * (f[:, 1] - f[:, 0])
+    elif k == 3:
+        s = np.sqrt(a)
+        x = (1 - s) * f[:, 0] + s * (1 - b) * f[:, 1] + s * b * f[:, 2]
+    else:   # a planar quad in VTK order: bilinear map of the unit square
+        x = (1 - a) * (1 - b) * f[:, 0] + a * (1 - b) * f[:, 1] + a * b * f[:, 2] + (1 - a) * b * f[:, 3]
+    return x, which
+
+
+# ------------------------------------------------------------------------------------------------ model
+def _hard_bc_transform(problem: Any) -> Any:
+    """``u = g + D N`` with ``D = prod (x - lo)(hi - x)`` on boxes, for a single ``where: all`` Dirichlet g."""
+    if not isinstance(problem.domain, _BOXES):
+        raise CaseError("hard_bc needs a box domain (interval, rectangle, box, hypercube)", field="method.hard_bc",
+                        fix="set hard_bc: false (the boundary is then a loss term)")
+    bcs = problem.bcs
+    if len(bcs) != 1 or bcs[0].kind != "dirichlet" or str(bcs[0].where).strip() != "all":
+        raise CaseError("hard_bc needs exactly one Dirichlet condition with where: all", field="method.hard_bc",
+                        fix="set hard_bc: false")
+    g = bcs[0].value
+    b = np.asarray(problem.domain.bounds, dtype=float)
+    lo, hi = torch.as_tensor(b[:, 0]), torch.as_tensor(b[:, 1])
+    scale = torch.as_tensor(((b[:, 1] - b[:, 0]) / 2) ** 2)
+
+    def transform(x: Any, y: Any) -> Any:
+        dist = torch.prod((x - lo.to(x)) * (hi.to(x) - x) / scale.to(x), dim=1, keepdim=True)
+        gx = g.torch(x) if hasattr(g, "torch") else torch.as_tensor(g.numpy(x.detach().cpu().numpy().T))
+        gx = gx.reshape(-1, 1) * torch.ones_like(y) if gx.numel() in (1, len(x)) else gx
+        return gx + dist * y
+
+    return transform
+
+
+def residual_function(problem: Any, weights: Any = None) -> Any:
+    """The DeepXDE ``pde`` callable: ``PDE.residual`` as a column (times ``sqrt(w)`` with importance weights)."""
+    pde = problem.pde
+
+    if weights is None:
+        def residual(x: Any, y: Any) -> Any:
+            return pde.residual(x, y).reshape(-1, 1)
+        return residual
+
+    def weighted(x: Any, y: Any, w: Any) -> Any:
+        return pde.residual(x, y).reshape(-1, 1) * torch.sqrt(w)
+    return weighted
+
+
+def evaluate_residual(net: Any, problem: Any, x: np.ndarray, device: str, chunk: int = 8192) -> np.ndarray:
+    """The PDE residual of ``net`` at numpy points (no parameter gradients)."""
+    out = []
+    for s in range(0, len(x), chunk):
+        xt = torch.as_tensor(x[s:s + chunk], dtype=torch.get_default_dtype(), device=device).requires_grad_(True)
+        r = problem.pde.residual(xt, net(xt))
+        out.append(r.detach().reshape(-1).cpu().numpy().astype(float))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def predict(net: Any, x: np.ndarray, device: str, chunk: int = 65536) -> np.ndarray:
+    with torch.no_grad():
+        return np.concatenate([net(torch.as_tensor(x[s:s + chunk], dtype=torch.get_default_dtype(),
+                                                   device=device)).reshape(-1).cpu().numpy()
+                               for s in range(0, len(x), chunk)]).astype(float)
+
+
+def sampler_for(config: PINNConfig, region: Region, seed: int) -> Sampler:
+    s = config.sampler
+    kind = "uniform" if s.type == "fixed" else s.type
+    opts: dict[str, Any] = {"points": s.points, "seed": seed}
+    if kind in ("rar", "rad"):
+        opts["candidates"] = s.candidates
+    if kind == "rar":
+        opts["add"] = s.add
+    if kind == "rad":
+        opts.update(k=s.k, c=s.c)
+    if kind in ("das", "aas"):
+        f = s.flow
+        opts.update(couplings=f.couplings, width=f.width, flow_steps=f.steps, lr=f.lr, batch=f.batch,
+                    importance_weights=s.importance_weights)
+        if f.beta is not None:
+            opts["beta"] = f.beta
+        if s.uniform_share is not None:
+            opts["uniform_share"] = s.uniform_share
+    elif s.importance_weights:
+        raise CaseError("importance weights r^2/p need a flow sampler", field="method.sampler.importance_weights",
+                        fix="use sampler type das or aas, or importance_weights: false")
+    return make_sampler(kind, region, **opts)
+
+
+@dataclass
+class StageRecord:
+    """What one stage trained on: its collocation points and the residual there at the stage's end."""
+
+    stage: int
+    points: np.ndarray
+    residual: np.ndarray
+    loss: float
+    seconds: float
+    flow_seconds: float = 0.0
+    #: |residual| on the plot grid of :func:`neuralpde.solvers.pinn_plots.grid` (2D, when pictures are asked for)
+    grid_residual: np.ndarray | None = None
+
+
+@dataclass
+class Training:
+    """The state shared by the callbacks: stages, best weights, NaN stop."""
+
+    stages: list[StageRecord] = field(default_factory=list)
+    best_loss: float = np.inf
+    best_step: int = 0
+    best_state: dict | None = None
+    nan_at: tuple[int, int] | None = None     # (stage, step)
+
+
+def _callbacks(dde: Any, sampler: Sampler, problem: Any, config: PINNConfig, ctx: RunContext, training: Training,
+               fixed: bool, advance: Any) -> list[Any]:
+    period, n_stages = config.train.adam_steps, config.sampler.stages
+    pictures = "samples" in ctx.plots and sampler.region.dim == 2 and ctx.out_dir is not None
+
+    class Stages(dde.callbacks.Callback):
+        """Ends a stage every ``period`` steps: the sampler picks the next points, DeepXDE trains on them."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.steps = 0
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self) -> None:
+            self.steps += 1
+            if self.steps % period:
+                return
+            stage = self.steps // period - 1
+            data, net = self.model.data, self.model.net
+            current = np.array(data.train_x_all, dtype=float)
+            r = evaluate_residual(net, problem, current, ctx.device)
+            loss = float(np.sum(self.model.train_state.loss_train))
+            if not np.isfinite(r).all():
+                training.nan_at = (stage, self.model.train_state.step)
+                self.model.stop_training = True
+                return
+            record = StageRecord(stage, current, r, loss, time.perf_counter() - self.t0)
+            if pictures:
+                from .pinn_plots import grid
+
+                record.grid_residual = np.abs(evaluate_residual(net, problem, grid(sampler.region)[0], ctx.device))
+            t_flow = time.perf_counter()       # the sampler's own cost, without the pictures
+            training.stages.append(record)
+            if stage + 1 < n_stages and not fixed:
+                new = sampler.next_points(lambda x: evaluate_residual(net, problem, x, ctx.device), current, stage)
+                if sampler.mode == "add":
+                    data.add_anchors(new)
+                else:
+                    data.replace_with_anchors(new)
+            record.flow_seconds = time.perf_counter() - t_flow
+            self.t0 = time.perf_counter()
+
+    class Guard(dde.callbacks.Callback):
+        """Keeps the best weights (by training loss) and stops on a NaN loss, naming the stage."""
+
+        def on_epoch_end(self) -> None:
+            state = self.model.train_state
+            if state.step % config.train.display_every:
+                return
+            loss = np.asarray(state.loss_train, dtype=float)
+            advance(config.train.display_every, loss=float(loss.sum()))
+            # DeepXDE stops by itself when its test loss is NaN; check both so the stop is always reported
+            if not (np.isfinite(loss).all() and np.isfinite(np.asarray(state.loss_test, dtype=float)).all()):
+                training.nan_at = (min((state.step - 1) // period, n_stages - 1), state.step)
+                self.model.stop_training = True
+            elif loss.sum() < training.best_loss:
+                training.best_loss, training.best_step = float(loss.sum()), state.step
+                training.best_state = copy.deepcopy(self.model.net.state_dict())
+
+    return [Stages(), Guard()]
+
+
+def build_model(problem: Any, config: PINNConfig, region: Region, sampler: Sampler, seed: int) -> Any:
+    """The DeepXDE model: ``data.PDE`` with the sampler's first points as anchors and ``PointSetBC``s."""
+    dde = deepxde()
+    geom = geometry_for(problem.domain)
+    rng = np.random.default_rng(seed + 1)
+    bcs = [] if config.hard_bc else [dde.icbc.PointSetBC(x.astype(np.float32), g.astype(np.float32), shuffle=False)
+                                     for x, g in boundary_points(problem, config.sampler.boundary_points, rng)]
+    x0 = sampler.initial().astype(np.float32)
+    aux = None
+    if config.sampler.importance_weights:
+        def aux(x: np.ndarray) -> np.ndarray:
+            w = np.ones((len(x), 1), dtype=np.float32)
+            if sampler.weights is not None and len(sampler.weights) <= len(x):
+                w[len(x) - len(sampler.weights):, 0] = sampler.weights
+            return w
+    pde = residual_function(problem, weights=aux)
+    data = dde.data.PDE(geom, pde, bcs, num_domain=0, num_boundary=0, anchors=x0, auxiliary_var_function=aux)
+    torch.manual_seed(seed)
+    net = dde.nn.FNN([region.dim, *config.network.layers, 1], config.network.activation,
+                     config.network.initializer)
+    if config.hard_bc:
+        net.apply_output_transform(_hard_bc_transform(problem))
+    return dde.Model(data, net)
+
+
+def train_pinn(problem: Any, reference: Any, config: PINNConfig, ctx: RunContext) -> MethodResult:
+    """Train the PINN stage by stage, then evaluate it on the reference mesh (or against ``exact``)."""
+    dde = deepxde()
+    if ctx.device.startswith("cuda"):
+        torch.set_default_device(ctx.device)
+    region = region_for(problem.domain)
+    sampler = sampler_for(config, region, ctx.seed)
+    model = build_model(problem, config, region, sampler, ctx.seed)
+    training = Training()
+    t = config.train
+    total = t.adam_steps * config.sampler.stages
+    started = time.perf_counter()
+    with ctx.progress.task(f"pinn ({config.sampler.type})", total=total) as advance:
+        callbacks = _callbacks(dde, sampler, problem, config, ctx, training, config.sampler.type == "fixed", advance)
+        model.compile("adam", lr=t.lr)
+        model.train(iterations=total, display_every=t.display_every, callbacks=callbacks, verbose=0)
+    if training.nan_at is None and t.lbfgs_steps:
+        dde.optimizers.set_LBFGS_options(maxiter=t.lbfgs_steps)
+        model.compile("L-BFGS")
+        model.train(display_every=t.display_every, callbacks=callbacks[1:], verbose=0)
+    train_s = time.perf_counter() - started
+    net = model.net
+    if training.nan_at is not None:
+        stage, step = training.nan_at
+        ckpt = _save(training.best_state, "pinn_best.pt", training.best_step, training.best_loss, config, region, ctx)
+        where = f"; the best weights (step {training.best_step}) are in {ckpt}" if ckpt else ""
+        raise SolverError(f"the PINN residual became NaN in stage {stage + 1} of {config.sampler.stages} "
+                          f"(step {step}){where}", field="method.train.lr",
+                          fix="lower method.train.lr, check the PDE coefficients and source for singular values")
+    # the final weights, not the lowest loss: losses of different stages are on different points (an
+    # adaptive sampler's later points are the hard ones), so the smallest loss is often an early, wrong net
+    ckpt = _save(net.state_dict(), "pinn.pt", model.train_state.step, float(np.sum(model.train_state.loss_train)),
+                 config, region, ctx)
+    return _result(problem, reference, config, ctx, net, region, sampler, training, train_s, ckpt)
+
+
+def _save(state: dict | None, name: str, step: int, loss: float, config: PINNConfig, region: Region,
+          ctx: RunContext) -> Any:
+    """A self-describing checkpoint (``kind: pinn``) of the network weights, or None without an output folder."""
+    if ctx.checkpoint_dir is None or state is None or ctx.rank != 0:
+        return None
+    from ..checkpoints import save_checkpoint
+
+    path = ctx.checkpoint_dir / name
+    save_checkpoint(path, kind="pinn", config={"dim": region.dim, "layers": config.network.layers,
+                                               "activation": config.network.activation,
+                                               "hard_bc": config.hard_bc},
+                    state={"net": state}, step=int(step), loss=float(loss))
+    return path
+
+
+def _result(problem: Any, reference: Any, config: PINNConfig, ctx: RunContext, net: Any, region: Region,
+            sampler: Sampler, training: Training, train_s: float, ckpt: Any) -> MethodResult:
+    metrics: dict[str, Any] = {
+        "sampler": config.sampler.type, "train_time_s": train_s,
+        "flow_time_s": float(sum(s.flow_seconds for s in training.stages)),
+        "best_step": training.best_step, "best_loss": training.best_loss,
+        "collocation_points": [len(s.points) for s in training.stages],
+        "stage_loss": [s.loss for s in training.stages],
+        "stage_residual_rms": [float(np.sqrt(np.mean(s.residual ** 2))) for s in training.stages],
+        "flow_collapses": sum(1 for h in sampler.history if h.get("collapsed")),
+    }
+    exact = problem.exact
+    if exact is not None:
+        rng = np.random.default_rng(ctx.seed + 2)
+        x = region.uniform(config.eval_points, rng)
+        u, ue = predict(net, x, ctx.device), np.asarray(exact.numpy(x.T), dtype=float)
+        metrics["mc_vs_exact"] = {"rel_l2": float(np.linalg.norm(u - ue) / max(np.linalg.norm(ue), 1e-300)),
+                                  "linf": float(np.abs(u - ue).max()), "points": len(x)}
+    field = None
+    files = [] if ckpt is None else [ckpt]
+    if reference is not None:
+        ref = reference.field
+        field = ref.with_values(predict(net, ref.doflocs, ctx.device), name="u_pinn")
+    if ctx.out_dir is not None and ctx.rank == 0:
+        from .pinn_plots import plot_error, plot_stages
+
+        if "samples" in ctx.plots and region.dim == 2:
+            files.append(plot_stages(training.stages, region, ctx.out_dir / "samples.png"))
+        if "pinn_error" in ctx.plots and exact is not None and region.dim >= 2:
+            files.append(plot_error(region, exact, lambda x: predict(net, x, ctx.device), ctx.out_dir / "error.png"))
+    return MethodResult(field=field, metrics=metrics, files=files)
+
+
+__all__ = ["boundary_points", "build_model", "geometry_for", "region_for", "train_pinn"]

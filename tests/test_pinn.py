@@ -1,0 +1,220 @@
+"""The DeepXDE bridge: points really change (DeepXDE #1306), samplers, bad input, an end-to-end run."""
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import neuralpde as npde
+from neuralpde.errors import CaseError, MeshError, SolverError
+from neuralpde.meshes.domains import Hypercube, MeshFile, Polygon, Rectangle
+from neuralpde.pde import BoundaryCondition, Poisson, Problem
+from neuralpde.solvers.method import RunContext
+from neuralpde.solvers.pinn import PINNConfig, deepxde
+from neuralpde.solvers.pinn_bridge import (
+    boundary_points,
+    build_model,
+    geometry_for,
+    region_for,
+    sampler_for,
+    train_pinn,
+)
+from neuralpde.solvers.sampling import DASSampler, Region, collapsed, make_sampler
+
+ROOT = os.path.dirname(os.path.dirname(__file__))
+
+
+def _problem(source="2", exact="1 - x**2"):
+    return Problem(Poisson(source=source, exact=exact, dim=2), Rectangle([[-1, 1], [-1, 1]]),
+                   [BoundaryCondition("all", "dirichlet", "exact")])
+
+
+def _config(sampler="uniform", **over):
+    cfg = {"type": "pinn", "network": {"layers": [8, 8]}, "eval_points": 500,
+           "sampler": {"type": sampler, "points": 64, "stages": 3, "boundary_points": 32, "candidates": 500,
+                       "add": 16, "flow": {"steps": 3, "batch": 64, "width": 8, "couplings": 2}},
+           "train": {"adam_steps": 4, "display_every": 2}}
+    for key, value in over.items():
+        node = cfg
+        *path, last = key.split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return PINNConfig.model_validate(cfg)
+
+
+def _train_recording(problem, config, seed=0):
+    """Train with an extra callback that records the PDE points DeepXDE actually trains on at every step."""
+    dde = deepxde()
+    region = region_for(problem.domain)
+    sampler = sampler_for(config, region, seed)
+    model = build_model(problem, config, region, sampler, seed)
+    seen = []
+
+    class Record(dde.callbacks.Callback):
+        def on_batch_begin(self):
+            n_bc = sum(model.data.num_bcs)
+            seen.append(np.array(self.model.train_state.X_train[n_bc:]))
+
+    from neuralpde.solvers.pinn_bridge import Training, _callbacks
+
+    callbacks = _callbacks(dde, sampler, problem, config, RunContext(), Training(), False, lambda *a, **k: None)
+    model.compile("adam", lr=1e-3)
+    total = config.train.adam_steps * config.sampler.stages
+    model.train(iterations=total, display_every=2, callbacks=[*callbacks, Record()], verbose=0)
+    return seen, model
+
+
+@pytest.mark.parametrize("kind", ["uniform", "rad", "das", "aas"])
+def test_training_points_really_change_every_stage(kind):
+    """DeepXDE #1306: a resampler that redraws quasi-random points trains on the same points forever."""
+    config = _config(kind)
+    seen, _ = _train_recording(_problem(), config)
+    steps = config.train.adam_steps
+    # DeepXDE sets the next batch before each step; the callback's new points arrive one step after a stage ends
+    per_stage = [seen[s * steps + 1] for s in range(config.sampler.stages)]
+    for a, b in zip(per_stage, per_stage[1:], strict=False):
+        assert a.shape == b.shape == (64, 2)
+        assert not np.allclose(a, b)                 # new points
+    for s in range(config.sampler.stages):             # ... and fixed within a stage
+        assert np.array_equal(seen[s * steps + 1], seen[s * steps + steps - 1])
+
+
+def test_deepxde_own_resampler_repeats_quasi_random_points():
+    """The bug we guard against, shown on DeepXDE itself: Hammersley 'resampling' returns the same points."""
+    dde = deepxde()
+    geom = dde.geometry.Rectangle([-1, -1], [1, 1])
+    data = dde.data.PDE(geom, lambda x, y: y, [], num_domain=50)
+    before = np.array(data.train_x_all)
+    data.resample_train_points()
+    assert np.array_equal(before, data.train_x_all)
+    sampler = make_sampler("uniform", Region.box([[-1, 1], [-1, 1]]), points=50, seed=0)
+    assert not np.allclose(sampler.next_points(None, before, 0), sampler.next_points(None, before, 1))
+
+
+def test_rar_adds_points():
+    config = _config("rar")
+    seen, _ = _train_recording(_problem(), config)
+    steps = config.train.adam_steps
+    sizes = [len(seen[s * steps + 1]) for s in range(config.sampler.stages)]
+    assert sizes == [64, 80, 96]
+
+
+def test_boundary_points_follow_named_boundaries_and_values():
+    pb = Problem(Poisson(source=0, dim=2), Rectangle([[0, 2], [0, 1]]),
+                 [BoundaryCondition("left", "dirichlet", 1), BoundaryCondition("all", "dirichlet", "x*y")])
+    parts = boundary_points(pb, 600, np.random.default_rng(0))
+    (left, g_left), (rest, g_rest) = parts
+    assert np.allclose(left[:, 0], 0) and np.allclose(g_left, 1)
+    assert np.allclose(g_rest[:, 0], rest[:, 0] * rest[:, 1])
+    on_box = np.isclose(rest[:, 0], 2) | np.isclose(rest[:, 1], 0) | np.isclose(rest[:, 1], 1)
+    assert on_box.all() and len(left) + len(rest) == 600
+    assert 0.25 < len(left) / 600 / (1 / 6) < 1.75             # the left side is 1/6 of the perimeter
+
+
+def test_geometries_deepxde_cannot_sample_are_clear_errors(tmp_path):
+    with pytest.raises(MeshError) as err:
+        Polygon([[0, 0], [1, 1]])
+    assert err.value.field == "domain.vertices"
+    import meshio
+
+    pts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=float)
+    path = tmp_path / "tet.vtu"
+    meshio.write(path, meshio.Mesh(pts, [("tetra", np.array([[0, 1, 2, 3]]))]))
+    with pytest.raises(CaseError) as err:
+        geometry_for(MeshFile(path))
+    assert err.value.field == "domain.path"
+    with pytest.raises(MeshError) as err:
+        Hypercube([[-1, 1]] * 10).mesh()
+    assert err.value.field == "reference" and "reference: none" in str(err.value)
+    with pytest.raises(CaseError) as err:
+        npde.load_case_text("name: h\npde: {type: gaussian_peaks, peaks: [{center: 0}]}\n"
+                            "domain: {type: hypercube, dim: 3, bounds: [[0, 1], [0, 1]]}\nreference: none\n"
+                            "boundary: [{where: all, dirichlet: exact}]").problem()
+    assert err.value.field == "domain.bounds"
+
+
+def test_lshape_mesh_as_point_cloud():
+    domain = MeshFile(os.path.join(ROOT, "meshes", "lshape.msh"))
+    region = region_for(domain)
+    x = region.uniform(2000, np.random.default_rng(0))
+    assert not np.any((x[:, 0] > 1e-9) & (x[:, 1] < -1e-9))     # nothing in the cut-out quadrant
+    assert type(geometry_for(domain)).__name__ == "PointCloud"
+
+
+class _NaNAfter(Poisson):
+    """A residual that turns NaN after ``calls`` evaluations (a blow-up in the middle of training)."""
+
+    def __init__(self, calls, **kw):
+        super().__init__(**kw)
+        self.calls, self.count = calls, 0
+
+    def residual(self, x, u):
+        self.count += 1
+        r = super().residual(x, u)
+        return r * torch.nan if self.count > self.calls else r
+
+
+def test_nan_residual_stops_names_the_stage_and_keeps_the_best_checkpoint(tmp_path):
+    pde = _NaNAfter(calls=14, source="2", exact="1 - x**2", dim=2)
+    pb = Problem(pde, Rectangle([[-1, 1], [-1, 1]]), [BoundaryCondition("all", "dirichlet", "exact")])
+    ctx = RunContext(out_dir=tmp_path)
+    with pytest.raises(SolverError) as err:
+        train_pinn(pb, None, _config("uniform"), ctx)
+    assert "stage 2 of 3" in str(err.value) and err.value.field == "method.train.lr"
+    from neuralpde.checkpoints import load_checkpoint
+
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "pinn_best.pt", kind="pinn", expect={"layers": [8, 8]})
+    assert 0 < ckpt["step"] < 8 and all(torch.isfinite(v).all() for v in ckpt["state"]["net"].values())
+
+
+def test_flow_collapse_is_detected_and_falls_back_to_uniform():
+    sampler = DASSampler(Region.box([[-1, 1], [-1, 1]]), points=300, seed=0, flow_steps=0)
+    x0 = sampler.initial()
+    with torch.no_grad():
+        sampler.flow.log_scale.fill_(-40.0)             # every sample on one point
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        x = sampler.next_points(lambda p: np.ones(len(p)), x0, stage=1)
+    assert any("collapsed at stage 1" in str(w.message) for w in caught)
+    assert not collapsed(x, sampler.region.bounds) and x.std(axis=0).min() > 0.4   # uniform spread
+    assert sampler.history[-1]["collapsed"]
+    assert float(sampler.flow.log_scale.abs().max()) == 0.0                          # the flow restarted
+
+
+def test_hard_bc_output_transform_is_exact_on_the_boundary():
+    config = _config("uniform", hard_bc=True)
+    pb = _problem(exact="1 + x*y")
+    region = region_for(pb.domain)
+    model = build_model(pb, config, region, sampler_for(config, region, 0), 0)
+    xb = np.array([[-1.0, 0.3], [1.0, -0.7], [0.2, 1.0], [0.5, -1.0]], dtype=np.float32)
+    u = model.net(torch.as_tensor(xb)).detach().numpy().ravel()
+    assert np.allclose(u, 1 + xb[:, 0] * xb[:, 1], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_pinn_solves_a_smooth_problem_end_to_end(tmp_path):
+    """-laplace u = 2 on [-1, 1]^2 with u = 1 - x^2: a small PINN gets within a few percent (vs exact and FEM)."""
+    case = npde.load_case_text(
+        "name: smooth\npde: {type: poisson, source: 2}\ndomain: {type: rectangle, bounds: [[-1, 1], [-1, 1]]}\n"
+        "exact: '1 - x**2'\nboundary: [{where: all, dirichlet: exact}]\nreference: {cells: [8, 8]}\n"
+        "method: {type: pinn, network: {layers: [16, 16]}, eval_points: 2000,\n"
+        "  sampler: {type: rad, points: 150, stages: 3, boundary_points: 60, candidates: 1000},\n"
+        "  train: {adam_steps: 200, lr: 0.005, display_every: 50}}\n"
+        "output: {plots: [error, samples, pinn_error]}\nseed: 1\n")
+    result = npde.run(case, out=tmp_path, progress=False)
+    m = result.metrics["method"]
+    assert m["vs_reference"]["rel_l2"] < 0.08 and m["mc_vs_exact"]["rel_l2"] < 0.08
+    assert m["collocation_points"] == [150, 150, 150]
+    assert (tmp_path / "samples.png").stat().st_size > 1000 and (tmp_path / "error.png").exists()
+
+
+def test_polygon_domain_meshes_with_named_edges_and_samples_inside():
+    poly = Polygon([[0, 0], [2, 0], [2, 1], [1, 1], [1, 2], [0, 2]])          # an L-shape of area 3
+    mesh = poly.mesh(cells=8)
+    assert mesh.cell_volumes().sum() == pytest.approx(3.0) and sorted(mesh.tag_names)[:2] == ["edge0", "edge1"]
+    x = region_for(poly).uniform(1000, np.random.default_rng(0))
+    assert not np.any((x[:, 0] > 1) & (x[:, 1] > 1))
+    assert type(geometry_for(poly)).__name__ == "Polygon"
