@@ -93,6 +93,7 @@ BUILTIN_METHOD_MODULES: tuple[str, ...] = (
     "dcdm",
     "odil",
     "gliodil",
+    "operator_method",
 )
 
 
