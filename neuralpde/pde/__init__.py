@@ -8,7 +8,7 @@ from .poisson import Heat, Poisson
 from .problem import BoundaryCondition, Problem
 
 #: modules whose PDEs register themselves (``burgers``; ``darcy``, ``helmholtz``; ``fisher_kpp``; ``gaussian_peaks``)
-BUILTIN_PDE_MODULES: tuple[str, ...] = ("darcy", "fisher", "gaussian")
+BUILTIN_PDE_MODULES: tuple[str, ...] = ("burgers", "darcy", "fisher", "gaussian")
 
 for _module in BUILTIN_PDE_MODULES:
     importlib.import_module(f"{__name__}.{_module}")
