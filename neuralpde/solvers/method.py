@@ -94,6 +94,7 @@ BUILTIN_METHOD_MODULES: tuple[str, ...] = (
     "odil",
     "gliodil",
     "operator_method",
+    "inverse_problems",
     "mmpde",
 )
 
