@@ -91,6 +91,7 @@ BUILTIN_METHOD_MODULES: tuple[str, ...] = (
     "fem.method",
     "pinn",
     "dcdm",
+    "node",
     "odil",
     "gliodil",
     "operator_method",

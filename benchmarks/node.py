@@ -1,0 +1,285 @@
+#!/usr/bin/env python
+"""Regularised neural ODEs: none vs ERNODE vs SRNODE vs STEER on the two NODE cases, 3 seeds each.
+
+Protocol: each case file (``cases/node_spiral.yaml``, ``cases/node_reaction_diffusion.yaml``) is loaded
+with the overrides below; the FEM reference of the reaction-diffusion case is solved once and shared.
+For every case, mode and seed the ``node`` method runs exactly as ``neuralpde run`` would run it
+(same data, network, solver tolerances, epochs, learning rate) and we record
+
+* test error: MSE on held-out trajectories (spiral) / held-out snapshot times (POD coefficients), and for
+  the reaction-diffusion case the relative L2 error of the reconstructed final field against the FEM field;
+* test NFE: vector-field evaluations of the batched test rollout (torchode's count, rejected steps included);
+* prediction time: best of 3 test rollouts; training time: wall time of the training loop.
+
+Modes: ``none``; ``ernode`` (the case's λ schedule); ``srnode`` (constant λ, ``--srnode-lam``);
+``steer`` (unregularised, end time ~ U(T - b T, T + b T), b = 0.5). Targets (issue 9): ERNODE test NFE
+≤ 0.6× unregularised with test error within 10 %, and ERNODE training time ≤ 1.0× unregularised.
+
+Usage::
+
+    python benchmarks/node.py --srnode-lam 0.01     # both cases, 3 seeds, 4 modes (~45 min on 2 busy cores)
+    python benchmarks/node.py --quick               # 1 seed, 30 epochs: a check that it runs
+
+    # what produced docs/results/node.*: one process per case (both cores), a λ sweep, then one report
+    python benchmarks/node.py --srnode-lam 0.01 --cases spiral --out /tmp/node_spiral &
+    python benchmarks/node.py --srnode-lam 0.01 --cases reaction_diffusion --out /tmp/node_rd
+    python benchmarks/node.py --cases reaction_diffusion --modes ernode --ernode-lam 0.1 0.01 --out /tmp/rd_0.1
+    (same with 0.03 0.003 and 0.01 0.001)
+    python benchmarks/node.py --combine /tmp/node_spiral.json /tmp/node_rd.json /tmp/rd_*.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "results"
+CASES = {"spiral": ROOT / "cases" / "node_spiral.yaml",
+         "reaction_diffusion": ROOT / "cases" / "node_reaction_diffusion.yaml"}
+MODES = ("none", "ernode", "srnode", "steer")
+NFE_TARGET, ERROR_TARGET, TIME_TARGET = 0.6, 1.10, 1.0
+TIMING_NOTE = ("Timing caveat: the machine's 2 cores are shared with other jobs (load average 15-20 while this "
+               "ran), so wall-time ratios carry tens of percent of noise. The training NFE ratio (forward NFE "
+               "summed over all epochs, vs none) is the load-independent measure of training cost. "
+               "Ratios are of means over seeds; ± is the spread (population std) over seeds.")
+
+
+def mode_overrides(mode: str, srnode_lam: float, ernode_lam: list[float] | None = None) -> dict[str, Any]:
+    if mode == "none":
+        return {"method.regulariser": "none", "method.steer": 0.0}
+    if mode == "ernode":
+        lam = {"method.lam": {"start": ernode_lam[0], "end": ernode_lam[1]}} if ernode_lam else {}
+        return {"method.regulariser": "ernode", "method.steer": 0.0, **lam}
+    if mode == "srnode":
+        return {"method.regulariser": "srnode", "method.steer": 0.0,
+                "method.lam": {"start": srnode_lam, "end": None}}
+    if mode == "steer":
+        return {"method.regulariser": "none", "method.steer": 0.5}
+    raise ValueError(mode)
+
+
+def run_one(case_name: str, mode: str, seed: int, base: dict[str, Any], args: argparse.Namespace,
+            shared: dict[str, Any]) -> dict[str, Any]:
+    from neuralpde.cases.loader import load_case
+    from neuralpde.runtime import seed_everything
+    from neuralpde.solvers.method import METHODS, RunContext
+
+    overrides = {**base, **mode_overrides(mode, args.srnode_lam, args.ernode_lam), "seed": seed}
+    case = load_case(CASES[case_name], overrides=overrides)
+    cfg = case.config
+    if case_name not in shared:
+        shared[case_name] = _reference(case)
+    problem, reference = shared[case_name]
+    seed_everything(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = RunContext(device="cpu", seed=seed, out_dir=Path(tmp))
+        result = METHODS["node"](cfg.method).run(problem, reference, ctx)
+        history = json.loads((Path(tmp) / "node_history.json").read_text())
+    m = result.metrics
+    record = {"case": case_name, "mode": mode, "seed": seed, "test_mse": m["test_mse"], "test_nfe": m["test_nfe"],
+              "predict_time_s": m["predict_time_s"], "train_time_s": m["train_time_s"],
+              "train_nfe_last": m["train_nfe_last"], "nfe_history": history["nfe"], "mse_history": history["mse"]}
+    if result.field is not None and reference is not None:
+        record["field_rel_l2_vs_fem"] = result.field.difference(reference.field)["rel_l2"]
+        record["test_rel_l2_dofs_mean"] = m["test_rel_l2_dofs_mean"]
+    return record
+
+
+def _reference(case: Any) -> tuple[Any, Any]:
+    from neuralpde.solvers.method import RunContext
+
+    problem = case.problem()
+    if problem is None or not case.has_reference:
+        return problem, None
+    return problem, case.config.reference.solve(problem, RunContext())
+
+
+def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("test_mse", "test_nfe", "predict_time_s", "train_time_s", "train_nfe_total", "field_rel_l2_vs_fem")
+    for r in records:       # summed forward NFE of training: a cost measure the machine's load cannot skew
+        r.setdefault("train_nfe_total", float(sum(r["nfe_history"])))
+    out: dict[str, Any] = {}
+    for case in sorted({r["case"] for r in records}):
+        out[case] = {}
+        for mode in _modes(records):
+            rs = [r for r in records if r["case"] == case and r["mode"] == mode]
+            if not rs:
+                continue
+            out[case][mode] = {k: {"mean": statistics.fmean(r[k] for r in rs),
+                                   "std": statistics.pstdev(r[k] for r in rs)} for k in keys if k in rs[0]}
+        none = out[case].get("none")
+        for mode, s in out[case].items():
+            if none is None or mode == "none":
+                continue
+            s["ratio_vs_none"] = {k: s[k]["mean"] / none[k]["mean"] for k in keys if k in s and none[k]["mean"] > 0}
+        er = out[case].get("ernode", {}).get("ratio_vs_none")
+        if er:
+            out[case]["targets"] = {
+                "ernode_nfe_le_0.6x": er["test_nfe"] <= NFE_TARGET,
+                "ernode_error_within_10pct": er["test_mse"] <= ERROR_TARGET,
+                "ernode_train_time_le_1.0x": er["train_time_s"] <= TIME_TARGET}
+    return out
+
+
+def plots(records: list[dict[str, Any]]) -> list[Path]:
+    from neuralpde import viz
+
+    plt = viz._pyplot()
+    files = []
+    for case in sorted({r["case"] for r in records}):
+        series = {}
+        for mode in _modes(records):
+            hs = [r["nfe_history"] for r in records if r["case"] == case and r["mode"] == mode]
+            if hs:
+                n = min(len(h) for h in hs)
+                series[mode] = (np.arange(1, n + 1), np.mean([h[:n] for h in hs], axis=0))
+        files.append(viz.line_plot(series, RESULTS / f"node_{case}_nfe_vs_epoch.png", xlabel="epoch",
+                                   ylabel="training NFE (mean over seeds)",
+                                   title=f"{case}: solver cost during training"))
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for mode in _modes(records):
+            rs = [r for r in records if r["case"] == case and r["mode"] == mode]
+            if rs:
+                ax.scatter([r["test_nfe"] for r in rs], [r["test_mse"] for r in rs], label=mode, s=30)
+        ax.set_xlabel("test NFE")
+        ax.set_ylabel("test MSE")
+        ax.set_yscale("log")
+        ax.set_title(f"{case}: error vs cost (one dot per seed)")
+        ax.legend()
+        ax.grid(True, alpha=0.3)
+        files.append(viz.save_figure(fig, RESULTS / f"node_{case}_error_vs_nfe.png"))
+    return files
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = ["# Regularised neural ODEs (ERNODE / SRNODE / STEER) — benchmark", "",
+             f"Measured {report['date']} on {report['machine']} with `{report['command']}`.", "",
+             report["protocol"], "", TIMING_NOTE, ""]
+    for case, modes in report["summary"].items():
+        lines += [f"## {case}", "", "| mode | test MSE | test NFE | prediction s | training s | NFE ratio | "
+                  "MSE ratio | train-time ratio | training NFE ratio |" + (
+                      " field rel L2 vs FEM |" if "field_rel_l2_vs_fem" in modes.get("none", {}) else ""),
+                  "|---|---|---|---|---|---|---|---|---|" + ("---|" if "field_rel_l2_vs_fem" in modes.get("none", {})
+                                                             else "")]
+        for mode in modes:
+            s = modes.get(mode)
+            if mode == "targets":
+                continue
+            if s is None:
+                continue
+            r = s.get("ratio_vs_none", {})
+            row = (f"| {mode} | {s['test_mse']['mean']:.3g} ± {s['test_mse']['std']:.2g} | "
+                   f"{s['test_nfe']['mean']:.0f} ± {s['test_nfe']['std']:.0f} | {s['predict_time_s']['mean']:.3g} | "
+                   f"{s['train_time_s']['mean']:.3g} | {r.get('test_nfe', 1.0):.2f} | {r.get('test_mse', 1.0):.2f} | "
+                   f"{r.get('train_time_s', 1.0):.2f} | {r.get('train_nfe_total', 1.0):.2f} |")
+            if "field_rel_l2_vs_fem" in s:
+                row += f" {s['field_rel_l2_vs_fem']['mean']:.3g} |"
+            lines.append(row)
+        t = modes.get("targets")
+        if t:
+            lines += ["", "Targets (ERNODE vs none): " + ", ".join(f"{k}: {'met' if v else 'MISSED'}"
+                                                                  for k, v in t.items())]
+        lines += ["", f"![NFE vs epoch](node_{case}_nfe_vs_epoch.png) ![error vs NFE](node_{case}_error_vs_nfe.png)",
+                  ""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 seed and fewer epochs")
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=None, help="override method.train.epochs")
+    parser.add_argument("--srnode-lam", type=float, default=0.1, help="constant SRNODE weight")
+    parser.add_argument("--ernode-lam", type=float, nargs=2, default=None, metavar=("START", "END"),
+                        help="override the case's ERNODE schedule")
+    parser.add_argument("--out", default=str(RESULTS / "node"), help="results stem (.json/.md)")
+    parser.add_argument("--combine", nargs="+", default=None, metavar="JSON",
+                        help="no runs: merge the runs of earlier results files (e.g. one per case, run in parallel)")
+    args = parser.parse_args(argv)
+    if args.combine:
+        return combine([Path(p) for p in args.combine], args, argv)
+    import torch
+
+    torch.set_num_threads(1)    # tiny networks: threads only add contention on a shared machine
+    seeds = range(1 if args.quick else args.seeds)
+    base: dict[str, Any] = {}
+    if args.epochs or args.quick:
+        base["method.train.epochs"] = args.epochs or 30
+    records, shared = [], {}
+    started = time.perf_counter()
+    for case in args.cases:
+        for seed in seeds:
+            for mode in args.modes:
+                tic = time.perf_counter()
+                rec = run_one(case, mode, seed, base, args, shared)
+                records.append(rec)
+                print(f"{case:>18} {mode:>6} seed {seed}: test MSE {rec['test_mse']:.3e}, test NFE {rec['test_nfe']}, "
+                      f"train {rec['train_time_s']:.1f} s, predict {rec['predict_time_s']:.4f} s "
+                      f"({time.perf_counter() - tic:.0f} s)", flush=True)
+    report = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "machine": f"{platform.machine()} CPU, {_cores()} cores shared with other jobs (torch 1 thread)",
+              "command": "python benchmarks/node.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "protocol": " ".join(__doc__.split("Usage::")[0].split("\n\n")[1:]).replace("\n", " ").strip(),
+              "overrides": base, "srnode_lam": args.srnode_lam, "ernode_lam": args.ernode_lam, "seeds": list(seeds),
+              "wall_time_s": time.perf_counter() - started, "summary": summarise(records), "runs": records}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    from neuralpde.fileio import write_text
+
+    report["plots"] = [p.name for p in plots(records)]
+    write_text(Path(f"{args.out}.json"), json.dumps(report, indent=1))
+    write_text(Path(f"{args.out}.md"), markdown(report))
+    print(markdown(report))
+    return 0
+
+
+def _modes(records: list[dict[str, Any]]) -> list[str]:
+    """The standard modes first, then extra ones (λ sweeps) in the order met."""
+    extra = [m for m in dict.fromkeys(r["mode"] for r in records) if m not in MODES]
+    return [m for m in MODES if any(r["mode"] == m for r in records)] + extra
+
+
+def combine(paths: list[Path], args: argparse.Namespace, argv: list[str] | None) -> int:
+    """One report from several results files (cases run as separate processes to use both cores).
+
+    Runs made with ``--ernode-lam`` become modes of their own (``ernode λ0=0.1``): a λ sweep.
+    """
+    from neuralpde.fileio import write_text
+
+    parts = [json.loads(p.read_text()) for p in paths]
+    for part in parts:
+        if part.get("ernode_lam"):
+            for r in part["runs"]:
+                if r["mode"] == "ernode":
+                    r["mode"] = f"ernode λ0={part['ernode_lam'][0]:g}"
+    records = [r for part in parts for r in part["runs"]]
+    report = {**parts[0], "command": " + ".join(part["command"] for part in parts),
+              "wall_time_s": max(part["wall_time_s"] for part in parts), "summary": summarise(records),
+              "runs": records}
+    report["plots"] = [p.name for p in plots(records)]
+    write_text(Path(f"{args.out}.json"), json.dumps(report, indent=1))
+    write_text(Path(f"{args.out}.md"), markdown(report))
+    print(markdown(report))
+    return 0
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
