@@ -141,7 +141,7 @@ CROSS=(--smoke -q --set reference.backend=dolfinx --set reference.solver.type=lu
 rm -rf out/cross_version
 for case in poisson heat poisson_lshape; do
     .venv/bin/neuralpde run "cases/$case.yaml" "${CROSS[@]}" --out "out/cross_version/debian12/$case" >/dev/null
-    in_root bash -c 'cd /project && exec /opt/venv/bin/neuralpde run "$@" >/dev/null' run "cases/$case.yaml" \
+    in_root bash -c 'cd /project && exec xvfb-run -a /opt/venv/bin/neuralpde run "$@" >/dev/null' run "cases/$case.yaml" \
         "${CROSS[@]}" --out "out/cross_version/debian13/$case"
 done
 .venv/bin/python scripts/cross_version.py out/cross_version/debian12 out/cross_version/debian13 --rtol 1e-8
