@@ -17,7 +17,7 @@ from pydantic import Field
 from ..config import Strict
 from ..errors import CaseError
 from .base import PDE, grad, register_pde
-from .poisson import Expr, _expr
+from .poisson import Expr, _expr, initial_condition
 
 
 def travelling_wave(nu: float, speed: float = 1.0, amplitude: float = 0.5, shift: float = 0.5) -> str:
@@ -64,13 +64,7 @@ class Burgers(PDE):
         self.params = dict(params or {})
         self.nu, self.t_end, self.dim = float(nu), float(t_end), dim
         self.exact = None if exact is None else _expr(exact, self.params, "exact")
-        if isinstance(initial, str) and initial.strip() == "exact":
-            if self.exact is None:
-                raise CaseError("initial: exact needs an exact solution", field="pde.initial",
-                                fix="add `exact:` or give the initial condition as an expression")
-            self.initial = self.exact.subs(t=0.0)
-        else:
-            self.initial = _expr(initial, self.params, "pde.initial")
+        self.initial = initial_condition(initial, self.exact, self.params)
 
     def residual(self, x: Any, u: Any) -> Any:
         """``u_t + u (u_x + u_y) - nu (u_xx + u_yy)`` at points ``(x, y, t)``."""

@@ -22,7 +22,7 @@ from ..config import Strict
 from ..errors import CaseError
 from .base import PDE, grad, register_pde
 from .expressions import Expression
-from .poisson import Expr, _expr, div_space
+from .poisson import Expr, _expr, div_space, initial_condition
 
 CSF_THRESHOLD = 0.1     #: faces or points with wm + gm below this carry no flux (GliODIL)
 
@@ -81,13 +81,7 @@ class FisherKPP(PDE):
         self.exact = None if exact is None else _expr(exact, self.params, "exact")
         self.wm = None if wm is None else _expr(wm, self.params, "pde.wm")
         self.gm = None if gm is None else _expr(gm, self.params, "pde.gm")
-        if isinstance(initial, str) and initial.strip() == "exact":
-            if self.exact is None:
-                raise CaseError("initial: exact needs an exact solution", field="pde.initial",
-                                fix="add `exact:` or give the initial condition as an expression")
-            self.initial = self.exact.subs(t=0.0)
-        else:
-            self.initial = _expr(initial, self.params, "pde.initial")
+        self.initial = initial_condition(initial, self.exact, self.params)
         #: tissue fractions on a grid (arrays of the grid's cell shape), set by GliODIL instead of wm/gm
         self.tissue_cells: tuple[np.ndarray, np.ndarray] | None = None
 

@@ -47,6 +47,16 @@ def _expr(value: Any, params: dict[str, float] | None, field: str) -> Expression
     return Expression.parse(value, params, field=field)
 
 
+def initial_condition(initial: Any, exact: Expression | None, params: dict[str, float]) -> Expression:
+    """``initial: exact`` takes the exact solution at ``t = 0``; anything else is an expression."""
+    if isinstance(initial, str) and initial.strip() == "exact":
+        if exact is None:
+            raise CaseError("initial: exact needs an exact solution", field="pde.initial",
+                            fix="add `exact:` or give the initial condition as an expression")
+        return exact.subs(t=0.0)
+    return _expr(initial, params, "pde.initial")
+
+
 def manufactured_source(exact: Expression, k: Expression, c: Expression, dim: int,
                         time_dependent: bool = False) -> Expression:
     """The source ``f`` that makes ``exact`` solve ``[u_t] - div(k grad u) + c u = f`` (symbolically)."""
@@ -135,13 +145,7 @@ class Heat(Poisson):
         if t_end <= 0:
             raise CaseError(f"t_end must be positive, got {t_end}", field="pde.t_end", fix="e.g. t_end: 1.0")
         self.t_end = float(t_end)
-        if isinstance(initial, str) and initial.strip() == "exact":
-            if self.exact is None:
-                raise CaseError("initial: exact needs an exact solution", field="pde.initial",
-                                fix="add `exact:` or give the initial condition as an expression")
-            self.initial = self.exact.subs(t=0.0)
-        else:
-            self.initial = _expr(initial, self.params, "pde.initial")
+        self.initial = initial_condition(initial, self.exact, self.params)
 
     def residual(self, x: Any, u: Any) -> Any:
         u = u.reshape(-1)
