@@ -71,6 +71,7 @@ mount_in /dev/pts --bind /dev/pts
 mount_in /dev/shm -t tmpfs shm
 mount_in /project --bind "$PROJECT"
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+cp -L /etc/hosts "$ROOT/etc/hosts"      # torchrun's rendezvous resolves this machine's host name
 # this machine's CA bundle (it may hold a TLS-intercepting proxy's CA that pip must trust too)
 HOST_CA=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
 CERT_ENV=()

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -186,10 +187,20 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
     script.write_text(DDP_SCRIPT.format(root=str(ROOT), cfg=TINY_MGNO))
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
+    env["USE_LIBUV"] = "0"      # Debian's torch is built without libuv (the TCP store's default otherwise)
     subprocess.run([sys.executable, str(script), str(tmp_path / "one.json")], check=True, env=env, timeout=120)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                    str(script), str(tmp_path / "two.json")], check=True, env=env, timeout=180,
-                   capture_output=True)
+    # two ranks started the way torchrun starts them (its own rendezvous store needs libuv, which Debian's
+    # torch 2.6 lacks; the workers' env:// store honours USE_LIBUV=0)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ranks = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "two.json")],
+                              env={**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
+                                   "RANK": str(r), "LOCAL_RANK": str(r), "LOCAL_WORLD_SIZE": "2"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    outs = [p.communicate(timeout=180) for p in ranks]
+    for p, (_, err) in zip(ranks, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
     one = json.loads((tmp_path / "one.json").read_text())
     two = json.loads((tmp_path / "two.json").read_text())
     np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-7)

@@ -10,7 +10,7 @@ backends interpolate like any expression::
     >>> a = pde.k.values
     >>> a.shape, sorted(np.unique(a).tolist())
     ((16, 16), [3.0, 12.0])
-    >>> float(pde.k.numpy(np.array([[0.0], [0.0]]))[0]) == a[0, 0]
+    >>> bool(float(pde.k.numpy(np.array([[0.0], [0.0]]))[0]) == a[0, 0])
     True
 """
 
