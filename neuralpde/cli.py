@@ -146,7 +146,7 @@ def list_(folder: Annotated[Path, typer.Argument(help="Folder of case files.")] 
     for f in sorted(folder.glob("*.yaml")):
         try:
             raw = yaml.safe_load(f.read_text()) or {}
-            table.add_row(f.name, str((raw.get("pde") or {}).get("type", "?")),
+            table.add_row(f.name, str((raw.get("pde") or {}).get("type", "-")),
                           str((raw.get("method") or {}).get("type", "-")), str(raw.get("description", "")))
         except yaml.YAMLError:
             table.add_row(f.name, "?", "?", "[red]not valid YAML[/]")
