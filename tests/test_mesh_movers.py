@@ -248,7 +248,6 @@ def test_dmm_needs_a_rectangle(trained_dmm, tmp_path):
         mover.move(read(lshape_msh(tmp_path / "l.msh", h=0.25)), np.zeros((17, 17)))
 
 
-@pytest.mark.slow
 def test_mesh_mover_case_with_dmm_trains_once_then_reuses_checkpoint(tmp_path):
     import json
 

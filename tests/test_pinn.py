@@ -194,7 +194,6 @@ def test_hard_bc_output_transform_is_exact_on_the_boundary():
     assert np.allclose(u, 1 + xb[:, 0] * xb[:, 1], atol=1e-6)
 
 
-@pytest.mark.slow
 def test_pinn_solves_a_smooth_problem_end_to_end(tmp_path):
     """-laplace u = 2 on [-1, 1]^2 with u = 1 - x^2: a small PINN gets within a few percent (vs exact and FEM)."""
     case = npde.load_case_text(
