@@ -258,6 +258,14 @@ def bar_plot(summary: dict[str, Any], path: Path) -> None:
     save_figure(fig, path)
 
 
+def write_report(report: dict[str, Any], out: Path) -> None:
+    """Summary and targets from the runs so far, written as JSON and Markdown."""
+    report["summary"] = summarise(report["runs"])
+    report["targets"] = targets(report["summary"])
+    write_text(out / "pinn_sampling.json", json.dumps(report, indent=1))
+    write_text(out / "pinn_sampling.md", markdown(report))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -274,10 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.render:
         report = json.loads((args.out / "pinn_sampling.json").read_text())
-        report["summary"] = summarise(report["runs"])
-        report["targets"] = targets(report["summary"])
-        write_text(args.out / "pinn_sampling.json", json.dumps(report, indent=1))
-        write_text(args.out / "pinn_sampling.md", markdown(report))
+        write_report(report, args.out)
         bar_plot(report["summary"], args.out / "pinn_sampling.png")
         return 0
     os.environ.setdefault("DDE_BACKEND", "pytorch")
@@ -303,10 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                 run = run_one(name, sampler, seed, p, args.lr, refs.get(name), pics)
                 report["runs"].append(run)
                 print(json.dumps(run), flush=True)
-                report["summary"] = summarise(report["runs"])
-                report["targets"] = targets(report["summary"])
-                write_text(args.out / "pinn_sampling.json", json.dumps(report, indent=1))
-                write_text(args.out / "pinn_sampling.md", markdown(report))
+                write_report(report, args.out)     # after every run: a killed benchmark keeps what it measured
     bar_plot(report["summary"], args.out / "pinn_sampling.png")
     return 0
 

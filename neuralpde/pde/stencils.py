@@ -290,27 +290,22 @@ def face_values(grid: Grid, expr: Any, params: dict | None = None) -> list[np.nd
     return [np.asarray(expr.numpy(grid.face_points(a), params=params), dtype=float) for a in range(grid.dim)]
 
 
+def _beside_faces(cell_values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """The cells on either side of each face along ``axis``; a boundary face sees its one cell twice."""
+    padded = np.concatenate([np.take(cell_values, [0], axis=axis), cell_values,
+                             np.take(cell_values, [-1], axis=axis)], axis=axis)
+    n = padded.shape[axis]
+    return np.take(padded, np.arange(n - 1), axis=axis), np.take(padded, np.arange(1, n), axis=axis)
+
+
 def face_mean(grid: Grid, cell_values: np.ndarray) -> list[np.ndarray]:
     """Arithmetic mean of the two cells beside each face (the boundary faces take their one cell)."""
-    out = []
-    for axis in range(grid.dim):
-        padded = np.concatenate([np.take(cell_values, [0], axis=axis), cell_values,
-                                 np.take(cell_values, [-1], axis=axis)], axis=axis)
-        n = padded.shape[axis]
-        out.append(0.5 * (np.take(padded, np.arange(n - 1), axis=axis) + np.take(padded, np.arange(1, n), axis=axis)))
-    return out
+    return [0.5 * (lo + hi) for lo, hi in (_beside_faces(cell_values, a) for a in range(grid.dim))]
 
 
 def face_min(grid: Grid, cell_values: np.ndarray) -> list[np.ndarray]:
     """Minimum of the two cells beside each face."""
-    out = []
-    for axis in range(grid.dim):
-        padded = np.concatenate([np.take(cell_values, [0], axis=axis), cell_values,
-                                 np.take(cell_values, [-1], axis=axis)], axis=axis)
-        n = padded.shape[axis]
-        out.append(np.minimum(np.take(padded, np.arange(n - 1), axis=axis),
-                              np.take(padded, np.arange(1, n), axis=axis)))
-    return out
+    return [np.minimum(lo, hi) for lo, hi in (_beside_faces(cell_values, a) for a in range(grid.dim))]
 
 
 def initial_values(grid: Grid, expr: Any, params: dict | None = None) -> np.ndarray:
