@@ -128,3 +128,23 @@ def test_constant_solution_is_exact(backend):
                  [BoundaryCondition("all", "dirichlet", "exact")])
     sol = get_backend(backend).solve(pb, pb.domain.mesh(cells=[5, 5]), 1, solver=LU)
     assert sol.field.errors(pb.exact)["linf"] < 1e-12
+
+
+@pytest.mark.parametrize("backend", ["skfem", pytest.param("dolfinx", marks=needs_dolfinx)])
+def test_auto_solver_is_direct_for_an_indefinite_operator(backend):
+    """-lap u - 60 u = f is indefinite (60 lies between the Dirichlet eigenvalues 5 pi^2 and 8 pi^2): CG, the
+    default for the dolfinx backend, fails on it; ``auto`` must switch to LU and still converge at P1 accuracy."""
+    from neuralpde.meshes import rectangle
+    from neuralpde.solvers.fem.base import indefinite
+
+    exact = "sin(pi*x)*sin(2*pi*y)"
+    pde = Poisson(k=1, c=-60, source="manufactured", exact=exact)
+    problem = Problem(pde, Rectangle(), [BoundaryCondition("all", "dirichlet", "exact")])
+    assert indefinite(pde, rectangle(cells=[4, 4])) and not indefinite(Poisson(k=1, c=1, source=1),
+                                                                       rectangle(cells=[4, 4]))
+    errors = []
+    for n in (16, 32):
+        sol = get_backend(backend).solve(problem, rectangle(cells=[n, n]), 1, solver=LinearSolverOptions())
+        assert sol.linear_solver == "lu"
+        errors.append(sol.field.errors(pde.exact)["rel_l2"])
+    assert errors[1] < 0.03 and rates(errors)[0] > 1.8      # P1's second order (pollution makes 32^2 ~2%)

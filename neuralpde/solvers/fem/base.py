@@ -8,7 +8,7 @@ Lagrange elements and returns a :class:`FEMSolution` whose field is in the canon
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -67,11 +67,30 @@ class ReferenceSolver(abc.ABC):
 
     name: str = "abstract"
 
-    @abc.abstractmethod
     def solve(self, problem: Problem, mesh: Mesh, degree: int = 1,
               solver: LinearSolverOptions | None = None, time: TimeOptions | None = None,
               progress=None) -> FEMSolution:
-        """Solve ``problem`` on ``mesh`` with Lagrange elements of ``degree``."""
+        """Solve ``problem`` on ``mesh`` with Lagrange elements of ``degree``.
+
+        ``solver.type: auto`` becomes a direct solve when the operator may be indefinite (a negative reaction
+        coefficient, as in Helmholtz), where CG would fail; ``dcdm`` hands the assembled system to a trained
+        network (:func:`neuralpde.solvers.dcdm.reference_solve`).
+        """
+        from ...progress import SILENT
+
+        solver = solver or LinearSolverOptions()
+        if solver.type == "auto" and indefinite(problem.pde, mesh):
+            solver = replace(solver, type="lu")
+        if solver.type == "dcdm":
+            from ..dcdm import reference_solve
+
+            return reference_solve(self, problem, mesh, degree, solver)
+        return self._solve(problem, mesh, degree, solver, check_time_options(problem, time), progress or SILENT)
+
+    @abc.abstractmethod
+    def _solve(self, problem: Problem, mesh: Mesh, degree: int, solver: LinearSolverOptions,
+               time: TimeOptions | None, progress) -> FEMSolution:
+        """The backend's solve, with the options checked (``time`` is ``None`` for a stationary problem)."""
 
     @abc.abstractmethod
     def linear_system(self, problem: Problem, mesh: Mesh, degree: int = 1):
@@ -94,6 +113,20 @@ def check_time_options(problem: Problem, time: TimeOptions | None) -> TimeOption
         raise CaseError(f"dt must be in (0, t_end], got {time.dt}", field="reference.time.dt",
                         fix=f"e.g. dt: {problem.pde.t_end / 50:g}")
     return time
+
+
+def is_linear(pde: object) -> bool:
+    """``-div(k grad u) + c u = f`` (one linear solve, or one per time step); otherwise Newton (Fisher-KPP)."""
+    return all(hasattr(pde, a) for a in ("k", "c", "f")) and not hasattr(pde, "reaction")
+
+
+def indefinite(pde: object, mesh: Mesh) -> bool:
+    """Whether the linear operator may be indefinite: the reaction ``c`` is negative somewhere on the mesh."""
+    c = getattr(pde, "c", None)
+    if c is None or not hasattr(c, "numpy"):
+        return False
+    values = np.asarray(c.numpy(mesh.points.T, 0.0, getattr(pde, "params", None)), dtype=float)
+    return bool(np.min(values) < 0)
 
 
 def num_steps(t_end: float, dt: float) -> int:

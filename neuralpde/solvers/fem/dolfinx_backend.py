@@ -16,14 +16,13 @@ import numpy as np
 from ...errors import CaseError, SolverError
 from ...meshes.mesh import Mesh
 from ...pde.problem import Problem
-from ...progress import SILENT
 from . import compat
 from .base import (
     FEMSolution,
     LinearSolverOptions,
     ReferenceSolver,
     TimeOptions,
-    check_time_options,
+    is_linear,
     num_steps,
 )
 from .boundary import select_facets
@@ -207,22 +206,14 @@ class DolfinxSolver(ReferenceSolver):
     def __init__(self, comm: Any = None):
         self.comm = _comm(comm)
 
-    def solve(self, problem: Problem, mesh: Mesh, degree: int = 1,
-              solver: LinearSolverOptions | None = None, time: TimeOptions | None = None,
-              progress=None) -> FEMSolution:
-        solver = solver or LinearSolverOptions()
-        if solver.type == "dcdm":     # a trained network solves the assembled system (neuralpde.solvers.dcdm)
-            from ..dcdm import reference_solve
-
-            return reference_solve(self, problem, mesh, degree, solver)
-        time = check_time_options(problem, time)
-        progress = progress or SILENT
+    def _solve(self, problem: Problem, mesh: Mesh, degree: int, solver: LinearSolverOptions,
+               time: TimeOptions | None, progress) -> FEMSolution:
         t0 = _time.perf_counter()
         setup = _Setup(problem, mesh, degree, self.comm)
         t1 = _time.perf_counter()
-        if time is not None and not all(hasattr(problem.pde, a) for a in ("k", "c", "f")):
+        if time is not None and not is_linear(problem.pde):
             u, iterations, kind, t2, snapshots = self._theta_newton(setup, time, progress)
-        elif not all(hasattr(problem.pde, a) for a in ("k", "c", "f")):
+        elif not is_linear(problem.pde):
             u, iterations, kind, t2 = self._newton(setup)
             snapshots = []
         elif time is None:

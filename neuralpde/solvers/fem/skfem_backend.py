@@ -21,13 +21,12 @@ from ...errors import CaseError, SolverError
 from ...meshes.convert import to_skfem
 from ...meshes.mesh import Mesh
 from ...pde.problem import Problem
-from ...progress import SILENT
 from .base import (
     FEMSolution,
     LinearSolverOptions,
     ReferenceSolver,
     TimeOptions,
-    check_time_options,
+    is_linear,
     num_steps,
 )
 from .boundary import select_facets
@@ -167,20 +166,12 @@ class SkfemSolver(ReferenceSolver):
 
     name = "scikit-fem"
 
-    def solve(self, problem: Problem, mesh: Mesh, degree: int = 1,
-              solver: LinearSolverOptions | None = None, time: TimeOptions | None = None,
-              progress=None) -> FEMSolution:
-        solver = solver or LinearSolverOptions()
-        if solver.type == "dcdm":     # a trained network solves the assembled system (neuralpde.solvers.dcdm)
-            from ..dcdm import reference_solve
-
-            return reference_solve(self, problem, mesh, degree, solver)
-        time = check_time_options(problem, time)
-        progress = progress or SILENT
+    def _solve(self, problem: Problem, mesh: Mesh, degree: int, solver: LinearSolverOptions,
+               time: TimeOptions | None, progress) -> FEMSolution:
         t0 = _time.perf_counter()
         disc = _Discretisation(_diffusion_part(problem), mesh, degree)
         t1 = _time.perf_counter()
-        if time is not None and hasattr(problem.pde, "reaction"):
+        if time is not None and not is_linear(problem.pde):
             x, lin, snapshots, t2 = _theta_newton(disc, problem.pde, time, solver, progress)
         elif time is None:
             x = disc.dirichlet_values(np.zeros(disc.basis.N))
