@@ -141,3 +141,16 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a zip")
     with pytest.raises(SolverError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "junk.pt", kind="lin")
+
+
+def test_import_is_light():
+    """``import neuralpde`` must not pull in torch (or the method modules): the CLI's help and ``list`` and
+    a user's ``import`` stay fast. The registry loads the built-in methods on its first read."""
+    import subprocess
+    import sys
+
+    code = ("import sys, neuralpde; assert 'torch' not in sys.modules, 'torch imported'; "
+            "assert 'fem' in neuralpde.METHODS and 'pinn' in neuralpde.METHODS; print(len(neuralpde.METHODS))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) >= 9

@@ -77,7 +77,56 @@ class Method(abc.ABC):
         """Solve ``problem``; ``reference`` is the FEM reference (``None`` with ``reference: none``)."""
 
 
-METHODS: dict[str, type[Method]] = {}
+class _Registry(dict):
+    """The method registry. The built-in method modules (and torch with them) load on the first read, so
+    ``import neuralpde`` stays fast; :func:`register` may add methods before or after that."""
+
+    _state = {"loaded": False}
+
+    def _load(self) -> None:
+        if not self._state["loaded"]:
+            self._state["loaded"] = True        # set first: a module that reads the registry must not recurse
+            for module in BUILTIN_METHOD_MODULES:
+                importlib.import_module(f"{__package__}.{module}")
+
+    def __getitem__(self, key: str) -> type[Method]:
+        self._load()
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self._load()
+        return super().__contains__(key)
+
+    def __iter__(self):
+        self._load()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._load()
+        return super().__len__()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._load()
+        return super().get(key, default)
+
+    def keys(self):
+        self._load()
+        return super().keys()
+
+    def values(self):
+        self._load()
+        return super().values()
+
+    def items(self):
+        self._load()
+        return super().items()
+
+    def __repr__(self) -> str:
+        self._load()
+        return super().__repr__()
+
+
+METHODS: dict[str, type[Method]] = _Registry()
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -99,10 +148,3 @@ BUILTIN_METHOD_MODULES: tuple[str, ...] = (
     "mmpde",
 )
 
-
-def _load_builtin_methods() -> None:
-    for module in BUILTIN_METHOD_MODULES:
-        importlib.import_module(f"{__package__}.{module}")
-
-
-_load_builtin_methods()
