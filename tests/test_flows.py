@@ -99,15 +99,19 @@ def test_aas1_das_kl_sampler():
     assert near >= 0.5, near
 
 
-def test_aas1_adversarial_sampler_concentrates_on_the_peak():
-    """AAS max form (REINFORCE + H1, beta 1e-3), r = f fixed: nearly every sample within 0.1 of the peak and the
-    IS rel. std far below uniform's 2.29. The max form seeks the mode of r^2 rather than matching it, so its IS
-    rel. std settles near 0.35-0.4 (measured), not below 0.2 as the KL form does: documented in docs/pinn.md."""
+def test_aas1_adversarial_sampler():
+    """AAS max form (REINFORCE + H1 penalty, beta 0.01 = the default), r = f fixed: the AAS-1 targets of the
+    papers file (IS rel. std < 0.2, at least half of the samples within 0.1 of the peak). Measured over seeds
+    0-2: rel. std 0.07 / 0.06 / 0.12 after 4 stages, and 0.05-0.10 at every stage from 3 to 8 (seed 0), so it
+    settles rather than passing through. beta 1e-3 is too weak (mode-seeking: rel. std 0.33-0.42, p narrower
+    than f^2's ring-shaped second lobe) and 0.1 too strong (p stays near uniform)."""
     sampler = AASSampler(Region.box([[-1, 1], [-1, 1]]), points=500, seed=0, flow_steps=100, lr=1e-3, batch=500,
-                         beta=1e-3, uniform_share=0.0)
+                         uniform_share=0.0)
+    assert sampler.beta == 0.01
     x = sampler.initial()
-    for stage in range(2):
+    for stage in range(4):
         x = sampler.next_points(_peak_source, x, stage)
-    rel_std, _, near = _is_stats(sampler.flow)
-    assert near >= 0.9, near
-    assert rel_std < 1.0, rel_std
+    rel_std, bias, near = _is_stats(sampler.flow)
+    assert rel_std < 0.2, rel_std
+    assert abs(bias - 1) < 0.1
+    assert near >= 0.5, near

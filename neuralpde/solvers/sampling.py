@@ -231,7 +231,7 @@ class DASSampler(FlowSampler):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.flow.parameters(), 10.0)
             self.opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         self.history.append({"stage": stage, "flow_loss": losses[-1] if losses else None})
         return self._draw(residual, stage)
 
@@ -240,7 +240,7 @@ class DASSampler(FlowSampler):
 class AASSampler(FlowSampler):
     """AAS: the flow maximises ``E_p[r^2 / Z] - beta E_p|grad log p|^2`` on its own samples (REINFORCE)."""
 
-    beta: float = 1e-3
+    beta: float = 1e-2
 
     def next_points(self, residual: Residual, current: np.ndarray, stage: int) -> np.ndarray:
         losses = []
@@ -268,7 +268,7 @@ def adversarial_step(flow: BoundedFlow, opt: torch.optim.Optimizer, residual: Re
     loss.backward()
     torch.nn.utils.clip_grad_norm_(flow.parameters(), 10.0)
     opt.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 _CLASSES: dict[str, type[Sampler]] = {"uniform": Sampler, "rar": RARSampler, "rad": RADSampler,
