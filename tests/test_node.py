@@ -240,6 +240,14 @@ def test_training_resumes_from_its_checkpoint_and_rejects_another_model(tmp_path
                    checkpoint_config={"width": 16}, resume=True)
 
 
+def test_cosine_learning_rate_anneals_to_a_twentieth():
+    from neuralpde.solvers.node import cosine_lr
+
+    lrs = [cosine_lr(1e-2, e, 100) for e in range(101)]
+    assert lrs[0] == pytest.approx(1e-2) and lrs[-1] == pytest.approx(5e-4) and lrs[50] == pytest.approx(5.25e-3)
+    assert all(b < a for a, b in zip(lrs, lrs[1:], strict=False))
+
+
 def test_lambda_schedule_decays_from_start_to_end():
     lam = LambdaSchedule(100.0, 10.0, epochs=75)
     assert lam(0) == pytest.approx(100.0) and lam(75) == pytest.approx(10.0)

@@ -400,6 +400,8 @@ class TrainSettings:
     Args:
         epochs: optimisation steps (each uses ``batch`` trajectories, all when 0).
         lr: Adam learning rate.
+        lr_decay: ``cosine`` anneals the rate to ``lr / 20`` by the last epoch (the fit settles instead of
+            ending on a noisy Adam step); ``none`` keeps it constant.
         regulariser: ``none``, ``ernode``, ``srnode`` or ``both``.
         lam: the regulariser's weight schedule.
         steer: STEER half-width ``b`` (0: off): each step integrates to ``t1 ~ U(T - b*T', T + b*T')``,
@@ -410,6 +412,7 @@ class TrainSettings:
 
     epochs: int = 300
     lr: float = 1e-2
+    lr_decay: str = "none"
     regulariser: str = "none"
     lam: LambdaSchedule = field(default_factory=lambda: LambdaSchedule(0.0))
     steer: float = 0.0
@@ -425,6 +428,11 @@ class TrainResult:
     train_time_s: float
     epochs_done: int
     checkpoint: Path | None = None
+
+
+def cosine_lr(lr: float, epoch: int, epochs: int, floor: float = 0.05) -> float:
+    """``lr`` at epoch 0 annealed along a half cosine to ``floor * lr`` at ``epochs``."""
+    return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1))))
 
 
 def train_node(model: NeuralODE, t: torch.Tensor, ys: torch.Tensor, settings: TrainSettings, *,
@@ -494,6 +502,9 @@ def train_node(model: NeuralODE, t: torch.Tensor, ys: torch.Tensor, settings: Tr
                 keep[:2] = True
                 t_obs, obs_mask, t_end = t[keep], mask[keep], max(t1, float(t[keep][-1]))
             lam = settings.lam(epoch) if settings.regulariser != "none" else 0.0
+            if settings.lr_decay == "cosine":       # a function of the epoch alone, so a resumed run continues it
+                for group in opt.param_groups:
+                    group["lr"] = cosine_lr(settings.lr, epoch, settings.epochs)
             try:
                 out = model(batch[:, 0], t_obs, regulariser=settings.regulariser, t_end=t_end)
             except NonFiniteStateError as exc:
@@ -586,6 +597,7 @@ class LambdaConfig(Strict):
 class TrainConfig(Strict):
     epochs: int = Field(300, ge=1)
     lr: float = Field(1e-2, gt=0, lt=10)
+    lr_decay: Literal["none", "cosine"] = "none"
     batch: int = Field(0, ge=0)
     checkpoint_every: int = Field(50, ge=1)
     resume: bool = False
@@ -654,7 +666,8 @@ class NODEMethod(Method):
                           SolverSettings(**cfg.solver.model_dump())).double().to(ctx.device)
         as_t = lambda a: torch.as_tensor(a, dtype=torch.float64, device=ctx.device)  # noqa: E731
         t = as_t(data.t)
-        settings = TrainSettings(epochs=cfg.train.epochs, lr=cfg.train.lr, regulariser=cfg.regulariser,
+        settings = TrainSettings(epochs=cfg.train.epochs, lr=cfg.train.lr, lr_decay=cfg.train.lr_decay,
+                                 regulariser=cfg.regulariser,
                                  lam=LambdaSchedule(cfg.lam.start, cfg.lam.end, cfg.train.epochs), steer=cfg.steer,
                                  batch=cfg.train.batch, checkpoint_every=cfg.train.checkpoint_every)
         ckpt = None if ctx.checkpoint_dir is None else ctx.checkpoint_dir / "node_last.pt"
