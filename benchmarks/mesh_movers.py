@@ -12,9 +12,9 @@ Protocol (per family, ``front`` and ``ring``; see docs/mesh_movers.md):
   file). FEM error: relative L2 against the exact solution of the P1 solution of ``-lap u = f`` (manufactured
   f, Dirichlet u = exact) on the same mesh, with the load integrated by quadrature (``solve_on_mesh``); the
   backend's own load (f interpolated at the nodes) is reported too.
-* Time to produce a mesh: classical = monitor from the samples + Monge-Ampere solve (with its per-step validity
-  checks); DMM = forward pass (subsample, branch, trunk/decoder, autograd gradient) + validity check. Medians
-  over the test members.
+* Time to produce a mesh (CPU seconds of this process, 1 thread; the wall clock is kept in the JSON): classical =
+  monitor from the samples + Monge-Ampere solve (with its per-step validity checks); DMM = forward pass
+  (subsample, branch, trunk/decoder, autograd gradient) + validity check. Medians over the test members.
 * Machine: 2 shared CPU cores (other jobs running), torch with 1 thread (2 threads were much slower under
   contention), niced.
 
@@ -62,17 +62,20 @@ def evaluate(member, mesh, mover: DMMMover) -> dict:
     """All figures of one held-out solution."""
     u = member.grid(SAMPLES)
     fine_monitor = monitor_from_function(member, UNIT, "hessian", resolution=513)   # for CV only
-    start = time.perf_counter()
+    # CPU time of this process: on a shared machine the wall clock mostly measures the other jobs
+    start, wall = time.process_time(), time.perf_counter()
     monitor = monitor_from_grid(u, UNIT, "hessian")
-    t_monitor = time.perf_counter() - start
+    t_monitor, w_monitor = time.process_time() - start, time.perf_counter() - wall
     classical = move_mesh(mesh, monitor, dtau=0.2)
-    t_classical = t_monitor + classical.time_s               # monitor + solve (with its validity checks)
+    t_classical = t_monitor + classical.cpu_s               # monitor + solve (with its per-step validity checks)
+    w_classical = w_monitor + classical.time_s
     mover.move(mesh, u)                                     # warm-up (first call allocates)
     learned = mover.move(mesh, u, monitor=fine_monitor)
-    t_dmm = learned.time_s                                  # forward pass + validity check
+    t_dmm, w_dmm = learned.cpu_s, learned.time_s            # forward pass + validity check
     pb = Problem(Poisson(source="manufactured", exact=member.expression), Rectangle(),
                  [BoundaryCondition("all", "dirichlet", "exact")])
     out = {"params": member.params, "time_classical_s": t_classical, "time_dmm_s": t_dmm,
+           "wall_classical_s": w_classical, "wall_dmm_s": w_dmm,
            "classical_status": classical.status, "classical_iterations": classical.iterations,
            "dmm_status": learned.status}
     meshes = {"uniform": mesh, "classical": classical.mesh, "dmm": learned.mesh}
@@ -124,18 +127,32 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def run_family(kind: str, args, outdir: Path) -> dict:
+    from neuralpde.checkpoints import load_checkpoint
+
     seed_everything(args.seed)
     train = solution_family(kind, args.train, seed=1)
     test = solution_family(kind, args.test, seed=99)
     mover = DMMMover(DMMConfig(width=64, trunk=(64,), decoder=(64, 64)), seed=args.seed)
-    start = time.perf_counter()
-    history = mover.fit([m.grid(SAMPLES) for m in train], steps=args.steps, batch=args.batch, points=args.points,
-                        lr=args.lr, seed=args.seed)
-    train_s = time.perf_counter() - start
+    saved = Path(args.checkpoint_dir or ".") / f"dmm_{kind}.pt"
+    if args.reuse and saved.is_file():
+        ck = load_checkpoint(saved, kind=mover.kind)
+        if ck.get("steps") != args.steps:
+            raise SystemExit(f"{saved} was trained for {ck.get('steps')} steps, not {args.steps}: drop --reuse")
+        mover = DMMMover.load(str(saved))
+        history, train_s = ck.get("history", []), float(ck.get("train_s", "nan"))
+        if not history:        # saved before checkpoints kept their history: the previous results file has it
+            prev = args.previous["families"][kind]
+            history = [{"step": 0, "loss": prev["loss_first"]}, {"step": args.steps, "loss": prev["loss_last"]}]
+            train_s = prev["train_s"]
+    else:
+        start = time.perf_counter()
+        history = mover.fit([m.grid(SAMPLES) for m in train], steps=args.steps, batch=args.batch,
+                            points=args.points, lr=args.lr, seed=args.seed)
+        train_s = time.perf_counter() - start
     print(f"[{kind}] trained {args.steps} steps in {train_s:.0f} s, loss {history[0]['loss']:.3e} -> "
           f"{history[-1]['loss']:.3e}", flush=True)
-    if args.checkpoint_dir:
-        mover.save(Path(args.checkpoint_dir) / f"dmm_{kind}.pt", family=kind, steps=args.steps)
+    if args.checkpoint_dir and not args.reuse:
+        mover.save(str(saved), family=kind, steps=args.steps, history=history, train_s=train_s)
     mesh = rectangle(cells=[32, 32])
     rows = []
     for i, member in enumerate(test):
@@ -153,9 +170,10 @@ def run_family(kind: str, args, outdir: Path) -> dict:
             plot_meshes({f"{n}: FEM error u_h - u": (m.points, m.cells, fields[n].vertex_values - exact[n])
                          for n, m in meshes.items()}, outdir / f"mesh_movers_{kind}_errors.png",
                         title=f"{kind}: FEM error at equal DOFs (1089 nodes)", cmap="RdBu_r", edges=False)
-    line_plot({"total": ([h["step"] for h in history], [h["loss"] for h in history])},
-              outdir / f"mesh_movers_{kind}_loss.png", xlabel="Adam step", ylabel="DMM loss", logy=True,
-              title=f"DMM training loss ({kind})")
+    if len(history) > 2:       # (a reused checkpoint without its history keeps the earlier picture)
+        line_plot({"total": ([h["step"] for h in history], [h["loss"] for h in history])},
+                  outdir / f"mesh_movers_{kind}_loss.png", xlabel="Adam step", ylabel="DMM loss", logy=True,
+                  title=f"DMM training loss ({kind})")
     return {"train_s": train_s, "loss_first": history[0]["loss"], "loss_last": history[-1]["loss"],
             "summary": summarise(rows), "tests": rows}
 
@@ -171,8 +189,9 @@ def markdown(result: dict) -> str:
              f"{a['train']} training members; {a['test']} held-out members per family.", "",
              "Notes: the FEM error uses the load integrated by quadrature; the backend-load column is the reference "
              "backends' own load (the source interpolated at the nodes), whose data error on these sharp sources "
-             "hides the mesh (docs/mesh_movers.md). Times are wall-clock on a machine running many other jobs "
-             "(load average about 20 on 2 cores during the run), for both movers alike.", ""]
+             "hides the mesh (docs/mesh_movers.md). Times to produce a mesh are CPU seconds of this process (torch "
+             "1 thread) for both movers: on the shared machine the wall clock mostly measures the other jobs (the "
+             "JSON keeps both, `time_*` CPU and `wall_*`).", ""]
     for kind, fam in result["families"].items():
         s = fam["summary"]
         lines += [f"## {kind} family", "",
@@ -212,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(ROOT / "docs" / "results"))
     p.add_argument("--checkpoint-dir", default=str(ROOT / "out" / "benchmarks" / "mesh_movers"))
+    p.add_argument("--reuse", action="store_true",
+                   help="load the DMMs of --checkpoint-dir (trained by an earlier run with the same --steps)")
     p.add_argument("--render", action="store_true", help="only rewrite the .md from the saved .json")
     args = p.parse_args(argv)
     if args.render:
@@ -227,8 +248,10 @@ def main(argv: list[str] | None = None) -> int:
               "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "torch": torch.__version__,
               "command": " ".join(["python", "benchmarks/mesh_movers.py",
                                    *(argv if argv is not None else sys.argv[1:])]),
-              "args": vars(args), "targets": TARGETS, "families": {}}
+              "args": {k: v for k, v in vars(args).items() if k != "previous"}, "targets": TARGETS, "families": {}}
     name = "mesh_movers_quick" if args.quick else "mesh_movers"
+    previous = outdir / f"{name}.json"          # read before this run rewrites it (see --reuse)
+    args.previous = json.loads(previous.read_text()) if previous.is_file() else {"families": {}}
     for kind in args.families:
         result["families"][kind] = run_family(kind, args, outdir)
         # written after each family: a long run that is stopped still leaves its finished families

@@ -156,7 +156,6 @@ class DMMNet(nn.Module):
         f = features[:, None, :].expand(-1, xi.shape[1], -1)
         return self.decoder(torch.cat([f, t], dim=-1))[..., 0]
 
-
 def _bilinear(values: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Batched bilinear interpolation of ``values`` ``(B, R, R)`` on the unit square at ``points`` ``(B, P, 2)``."""
     n = values.shape[-1] - 1
@@ -232,10 +231,11 @@ class DMMMover:
         return torch.as_tensor(np.stack(vals), dtype=self.dtype, device=self.device)
 
     # ---- the map and the loss -------------------------------------------------------------------------
-    def _map(self, features: torch.Tensor, xi: torch.Tensor, hessian: bool) -> tuple[torch.Tensor, ...]:
+    def _map(self, features: torch.Tensor, xi: torch.Tensor, hessian: bool,
+             create_graph: bool = True) -> tuple[torch.Tensor, ...]:
         xi = xi.requires_grad_(True)
         phi = self.net.potential(features, xi)
-        g = torch.autograd.grad(phi.sum(), xi, create_graph=True)[0]
+        g = torch.autograd.grad(phi.sum(), xi, create_graph=create_graph or hessian)[0]
         if not hessian:
             return xi + g, g
         hx = torch.autograd.grad(g[..., 0].sum(), xi, create_graph=True)[0]
@@ -316,15 +316,16 @@ class DMMMover:
         """
         bounds = rectangle_bounds(mesh)
         sol = _check_solutions([solution], self.config.grid)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         xi = torch.as_tensor((mesh.points - bounds[:, 0]) / (bounds[:, 1] - bounds[:, 0]),
                              dtype=self.dtype, device=self.device)[None]
-        features = self.net.branch(self._branch_input(sol))
-        x, _ = self._map(features, xi, hessian=False)
+        with torch.no_grad():
+            features = self.net.branch(self._branch_input(sol))
+        x, _ = self._map(features, xi, hessian=False, create_graph=False)   # inference: a first derivative only
         pts = bounds[:, 0] + x[0].detach().cpu().numpy() * (bounds[:, 1] - bounds[:, 0])
         moved = moved_mesh(mesh, pts, f"{mesh.source} moved by the DMM")
         report = mesh_report(mesh, moved.points)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         status, inverted_at = "converged", None
         if not report["valid"]:
             status, inverted_at, moved = "inverted", 1, mesh
@@ -332,7 +333,7 @@ class DMMMover:
             monitor = monitor_from_grid(sol[0], bounds, self.config.monitor, mm_gamma=self.config.mm_gamma)
         quality = {**report, "cv": equidistribution_cv(moved.points, mesh.cells, monitor),
                    "cv_uniform": equidistribution_cv(mesh.points, mesh.cells, monitor)}
-        return MoveResult(moved, status, 1, float("nan"), inverted_at, quality, elapsed, [])
+        return MoveResult(moved, status, 1, float("nan"), inverted_at, quality, elapsed, [], cpu)
 
     # ---- checkpoints -----------------------------------------------------------------------------------
     def save(self, path: str, **extra: object) -> None:

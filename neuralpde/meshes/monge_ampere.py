@@ -72,6 +72,7 @@ class MoveResult:
         quality: :func:`~neuralpde.meshes.quality.mesh_report` plus ``cv`` (of M·area) and ``cv_uniform``.
         time_s: wall time of the solve.
         history: residual per step.
+        cpu_s: CPU time of this process over the same span as ``time_s`` (comparable on a shared machine).
     """
 
     mesh: Mesh
@@ -82,6 +83,7 @@ class MoveResult:
     quality: dict = field(default_factory=dict)
     time_s: float = 0.0
     history: list[float] = field(default_factory=list)
+    cpu_s: float = float("nan")
 
     @property
     def converged(self) -> bool:
@@ -90,7 +92,7 @@ class MoveResult:
     def report(self) -> dict:
         """JSON-able summary (for metrics.json)."""
         return {"status": self.status, "iterations": self.iterations, "residual": self.residual,
-                "inverted_at": self.inverted_at, "time_s": self.time_s, **self.quality}
+                "inverted_at": self.inverted_at, "time_s": self.time_s, "cpu_s": self.cpu_s, **self.quality}
 
 
 @dataclass
@@ -189,7 +191,7 @@ def move_mesh(mesh: Mesh, monitor: Callable[[np.ndarray], np.ndarray], *, method
     ops = _NeumannGrid(grid.shape, grid.spacing)
     xi = np.stack(np.meshgrid(*[np.linspace(b[0], b[1], n) for b, n in zip(grid.bounds, grid.shape, strict=True)],
                               indexing="ij"), axis=-1)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
 
     def evaluate(phi: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
         px, py, pxx, pyy, pxy = ops.derivatives(phi)
@@ -237,12 +239,12 @@ def move_mesh(mesh: Mesh, monitor: Callable[[np.ndarray], np.ndarray], *, method
         step = maxiter
         if history[-1] <= rtol * first:
             status = "converged"
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     moved = moved_mesh(mesh, x[grid.ix, grid.iy], f"{mesh.source} moved by Monge-Ampere ({method})")
     quality = mesh_report(mesh, moved.points)
     quality["cv"] = equidistribution_cv(moved.points, mesh.cells, monitor)
     quality["cv_uniform"] = equidistribution_cv(mesh.points, mesh.cells, monitor)
-    return MoveResult(moved, status, step, history[-1], inverted_at, quality, elapsed, history)
+    return MoveResult(moved, status, step, history[-1], inverted_at, quality, elapsed, history, cpu)
 
 
 def _newton_step(phi: np.ndarray, res: np.ndarray, parts: tuple, ops: _NeumannGrid,
