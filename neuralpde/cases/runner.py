@@ -192,7 +192,7 @@ def _write_outputs(result: RunResult, problem: Any, exact: Any, t_end: float) ->
     if kind != "none":
         files.append(outputs.write_fields(out_dir / f"fields.{kind}", points, cells, cell_type, data))
         snapshots = result.reference.snapshots if result.reference is not None else []
-        if len(snapshots) > 2 or (problem.time_dependent and kind == "xdmf" and snapshots):
+        if len(snapshots) > 2 or (snapshots and problem.time_dependent and kind == "xdmf"):
             files.append(outputs.write_series(out_dir / "reference_series.xdmf", ref, snapshots))
     files.append(outputs.write_metrics(out_dir, result.metrics))
     wanted = {"solution": "method" if "method" in data else "reference", "reference": "reference",

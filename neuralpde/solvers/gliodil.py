@@ -6,13 +6,15 @@ seed position and the two visibility thresholds; the loss holds the PDE, the ini
 hinge terms tying the final density to the segmentation labels, range/CSF terms and hinge bounds on
 the scalars (Balcerak et al., Nat. Commun. 2025)::
 
-    patient = synthetic_patient(seed=0, dim=2)                 # tissue, hidden truth, labels
+    patient = synthetic_patient(seed=0, dim=2, cells=32, size_mm=128, margin_mm=15)   # + a synthetic recurrence
     result = infer(patient.wm, patient.gm, patient.labels, patient.grid, iterations=1500)
-    plans = compare_plans(result.density, patient.labels, patient.truth, patient.wm + patient.gm, patient.grid)
+    plans = compare_plans(result.density, patient.labels, patient.truth, patient.wm + patient.gm, patient.grid,
+                          recurrence=patient.recurrence)
     plans["gliodil_coverage"], plans["margin_coverage"]
+    refined = forward(patient.wm, patient.gm, patient.grid, result.params)[-1]   # the inferred model's density
 
-Units: millimetres and days. Labels: 0 background, 1 edema, 2 tumour core (:func:`brats_labels` maps
-BraTS 1/4 to core and 3 to edema).
+Units: millimetres and days (D in mm^2/day, rho in 1/day, as in GliODIL's synthetic generator). Labels:
+0 background, 1 edema, 2 tumour core (:func:`brats_labels` maps BraTS 1/4 to core and 3 to edema).
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ class Patient:
     labels: np.ndarray
     params: dict[str, Any]
     grid: Grid
+    #: the synthetic recurrence: the visible tumour (u >= th_down) after further untreated growth, at the first
+    #: time its volume reaches that of the 1.5 cm margin plan (None when not asked for)
+    recurrence: np.ndarray | None = None
 
 
 @dataclass
@@ -82,8 +87,9 @@ def seed_density(points: Any, centre: Any) -> Any:
 
 
 def tissue_maps(grid: Grid, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Smooth white/grey-matter fractions: an ellipsoidal brain with a grey rim, random white-matter
-    blobs and two CSF ventricles (CSF = 1 - wm - gm)."""
+    """Smooth white/grey-matter fractions: an ellipsoidal brain with a grey rim, white-matter "tracts" (elongated
+    Gaussians of random direction, thresholded smoothly so that white matter is ~0.9 inside a tract and ~0 in grey
+    matter, as in a real segmentation) and two CSF ventricles (CSF = 1 - wm - gm)."""
     pts = grid.points()
     centre = grid.bounds.mean(axis=1)
     half = 0.5 * (grid.bounds[:, 1] - grid.bounds[:, 0])
@@ -91,11 +97,15 @@ def tissue_maps(grid: Grid, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     rho = np.sqrt(sum(((pts[a] - centre[a]) / radii[a]) ** 2 for a in range(grid.dim)))
     brain = 1 / (1 + np.exp((rho - 1) / 0.02))
     wm_raw = np.zeros(grid.cells)
-    for _ in range(6):
+    for _ in range(8):
         c = centre + rng.uniform(-0.5, 0.5, grid.dim) * half
-        s = rng.uniform(0.15, 0.35) * half.mean()
-        wm_raw += np.exp(-sum((pts[a] - c[a]) ** 2 for a in range(grid.dim)) / (2 * s**2))
-    wm_frac = np.clip(0.25 + 0.6 * wm_raw / wm_raw.max(), 0, 0.9) * np.clip((1 - rho) / 0.15, 0, 1)
+        direction = rng.standard_normal(grid.dim)
+        direction /= np.linalg.norm(direction)
+        along = sum((pts[a] - c[a]) * direction[a] for a in range(grid.dim))
+        across2 = sum((pts[a] - c[a]) ** 2 for a in range(grid.dim)) - along**2
+        length, width = rng.uniform(0.3, 0.6) * half.mean(), rng.uniform(0.06, 0.12) * half.mean()
+        wm_raw = np.maximum(wm_raw, np.exp(-along**2 / (2 * length**2) - across2 / (2 * width**2)))
+    wm_frac = 0.9 / (1 + np.exp(-(wm_raw - 0.3) / 0.05)) * np.clip((1 - rho) / 0.15, 0, 1)
     csf = 1 - brain
     for side in (-1, 1):
         c = centre.copy()
@@ -107,12 +117,16 @@ def tissue_maps(grid: Grid, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
 
 
 def synthetic_patient(seed: int = 0, dim: int = 2, cells: int = 48, steps: int = 48, days: float = 100.0,
-                      size_mm: float = 96.0, label_noise: float = 0.02) -> Patient:
+                      size_mm: float = 96.0, label_noise: float = 0.02, margin_mm: float | None = None,
+                      max_days: float = 1000.0) -> Patient:
     """A synthetic patient grown by the Crank-Nicolson forward model on a 2x finer time grid.
 
-    Parameters follow GliODIL's synthetic cohort: ``D, rho ~ U(0.035, 0.2)``, ``ratio ~ U(10, 30)``,
-    ``th_up ~ U(0.45, 0.6)``, ``th_down ~ U(0.15, 0.35)``, seed inside white or grey matter near the centre.
-    Labels threshold the final density plus Gaussian noise ``label_noise``.
+    Parameters follow GliODIL's synthetic cohort (its generator: 1 mm voxels, 100 days, so ``D`` in mm^2/day and
+    ``rho`` in 1/day): ``D, rho ~ U(0.035, 0.2)``, ``ratio ~ U(10, 30)``, ``th_up ~ U(0.45, 0.6)``,
+    ``th_down ~ U(0.15, 0.35)``, seed inside white or grey matter near the centre. Labels threshold the final
+    density plus Gaussian noise ``label_noise``. With ``margin_mm``, the tumour keeps growing (same model, same
+    time step, at most ``max_days`` more) until its visible part ``u >= th_down`` has the volume of the visible
+    tumour + ``margin_mm`` plan: that region is ``Patient.recurrence`` (the day is ``params["recurrence_days"]``).
     """
     rng = np.random.default_rng(42000 + seed)
     grid = Grid([[0.0, size_mm]] * dim, [cells] * dim, t_end=days, steps=steps)
@@ -137,7 +151,40 @@ def synthetic_patient(seed: int = 0, dim: int = 2, cells: int = 48, steps: int =
     observed = truth + label_noise * rng.standard_normal(truth.shape)
     brain = (wm + gm) >= CSF_THRESHOLD
     labels = np.where(observed >= params["th_up"], 2, np.where(observed >= params["th_down"], 1, 0)) * brain
-    return Patient(wm, gm, truth, labels.astype(np.int8), params, grid)
+    recurrence = None
+    if margin_mm is not None:
+        volume = int(margin_plan(labels, brain, grid, margin_mm).sum())
+        recurrence, params["recurrence_days"] = grow_to_volume(pde, fine, truth, params["th_down"], brain, volume,
+                                                               max_days)
+    return Patient(wm, gm, truth, labels.astype(np.int8), params, grid, recurrence)
+
+
+def grow_to_volume(pde: FisherKPP, grid: Grid, start: np.ndarray, threshold: float, brain: np.ndarray, volume: int,
+                   max_days: float, chunk: int = 8) -> tuple[np.ndarray, float]:
+    """March ``start`` on with ``grid``'s time step until ``{u >= threshold}`` (in the brain) holds ``volume`` cells.
+
+    Returns:
+        The first such region (or the last one after ``max_days``) and the days grown.
+    """
+    u, days = start, 0.0
+    while days < max_days:
+        step = Grid(grid.bounds, grid.cells, t_end=chunk * grid.dt, steps=chunk, initial_values=u)
+        for side in step.sides.values():
+            side.dirichlet[...] = False                  # no flux through the box (the brain is inside it)
+        levels = march(pde, step)
+        for n in range(1, len(levels)):
+            region = (levels[n] >= threshold) & brain
+            if region.sum() >= volume:
+                return region, days + n * grid.dt
+        u, days = levels[-1], days + chunk * grid.dt
+    return (u >= threshold) & brain, days
+
+
+def margin_plan(labels: np.ndarray, brain: np.ndarray, grid: Grid, margin_mm: float) -> np.ndarray:
+    """The standard plan: every brain voxel within ``margin_mm`` of the visible tumour (labels > 0)."""
+    from scipy.ndimage import distance_transform_edt
+
+    return (distance_transform_edt(labels == 0, sampling=grid.h) <= margin_mm) & brain
 
 
 def check_inputs(wm: np.ndarray, gm: np.ndarray, labels: np.ndarray, grid: Grid) -> None:
@@ -199,12 +246,37 @@ def initial_guess(wm: np.ndarray, gm: np.ndarray, labels: np.ndarray, grid: Grid
         raise CaseError("the segmentation has no tumour voxel", field="method.data.labels",
                         fix="give a segmentation with core (2) or edema (1) labels")
     centre = pts[:, mask.ravel()].mean(axis=1)
-    params = {"D": 0.1, "rho": 0.1, "ratio": 20.0, "th_up": 0.6, "th_down": 0.3}
+    params = {"D": 0.1, "rho": 0.1, "ratio": 20.0, "th_up": 0.6, "th_down": 0.3,
+              **{f"x{a}": float(c) for a, c in enumerate(centre)}}
+    return {"u": forward(wm, gm, grid, params), "params": params}
+
+
+def forward(wm: np.ndarray, gm: np.ndarray, grid: Grid, params: dict[str, float]) -> np.ndarray:
+    """The Fisher-KPP forward run (Crank-Nicolson on ``grid``) from the seed at ``x0, x1[, x2]`` with ``D``,
+    ``rho``, ``ratio`` of ``params``: all time levels."""
     pde = FisherKPP(D=params["D"], rho=params["rho"], ratio=params["ratio"], t_end=grid.t_end, dim=grid.dim)
     pde.tissue_cells = (wm, gm)
+    centre = [params[f"x{a}"] for a in range(grid.dim)]
     start = Grid(grid.bounds, grid.cells, t_end=grid.t_end, steps=grid.steps, sides=grid.sides,
                  initial_values=seed_density(grid.points(), centre))
-    return {"u": march(pde, start), "params": {**params, **{f"x{a}": float(c) for a, c in enumerate(centre)}}}
+    return march(pde, start)
+
+
+def gliodil_problem(wm: np.ndarray, gm: np.ndarray, labels: np.ndarray, grid: Grid, u: np.ndarray,
+                    params: dict[str, float], weights: dict[str, float] | None = None) -> DiscreteProblem:
+    """The GliODIL loss as a :class:`DiscreteProblem`, starting from the field ``u`` and the scalars ``params``."""
+    pde = FisherKPP(D=1.0, rho=1.0, t_end=grid.t_end, dim=grid.dim)
+    pde.tissue_cells = (wm, gm)
+    residual = _residual(pde, grid, labels, (wm + gm) >= CSF_THRESHOLD)
+    return DiscreteProblem({"u": u}, params, residual, {**WEIGHTS, **(weights or {})})
+
+
+def scalar_rates(lr: float, dim: int) -> dict[str, float]:
+    """Adam learning rates of the scalars, scaled to their typical size (the field's rate is ``lr``)."""
+    scale = {"D": 0.01, "rho": 0.01, "ratio": 0.5, "th_up": 0.01, "th_down": 0.01}
+    rates = {k: lr * v / 2e-3 for k, v in scale.items()}
+    rates.update({f"x{a}": lr * 0.5 / 2e-3 for a in range(dim)})
+    return rates
 
 
 def infer(wm: np.ndarray, gm: np.ndarray, labels: np.ndarray, grid: Grid, *, iterations: int = 1500,
@@ -218,15 +290,9 @@ def infer(wm: np.ndarray, gm: np.ndarray, labels: np.ndarray, grid: Grid, *, ite
     check_inputs(wm, gm, labels, grid)
     t0 = time.perf_counter()
     guess = initial_guess(wm, gm, labels, grid)
-    pde = FisherKPP(D=1.0, rho=1.0, t_end=grid.t_end, dim=grid.dim)
-    pde.tissue_cells = (wm, gm)
-    residual = _residual(pde, grid, labels, (wm + gm) >= CSF_THRESHOLD)
-    problem = DiscreteProblem({"u": guess["u"]}, guess["params"], residual, {**WEIGHTS, **(weights or {})})
-    scale = {"D": 0.01, "rho": 0.01, "ratio": 0.5, "th_up": 0.01, "th_down": 0.01}
-    scalar_lr = {k: lr * v / 2e-3 for k, v in scale.items()}
-    scalar_lr.update({f"x{a}": lr * 0.5 / 2e-3 for a in range(grid.dim)})
+    problem = gliodil_problem(wm, gm, labels, grid, guess["u"], guess["params"], weights)
     x, history = gradient_descent(problem, problem.initial(), optimizer="adam", iterations=iterations, lr=lr,
-                                  multigrid=True, progress=progress, scalar_lr=scalar_lr)
+                                  multigrid=True, progress=progress, scalar_lr=scalar_rates(lr, grid.dim))
     fields, params = problem.unpack(x)
     values = {k: float(v) for k, v in params.items()}
     at_bounds = [k for k, (lo, hi) in BOUNDS.items() if not lo <= values[k] <= hi]
@@ -239,24 +305,34 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / total) if total else 1.0
 
 
-def compare_plans(density: np.ndarray, labels: np.ndarray, truth: np.ndarray, brain_fraction: np.ndarray,
-                  grid: Grid, margin_mm: float = 15.0, hidden: float = 0.01) -> dict[str, float]:
-    """Radiotherapy plans at equal volume: the visible tumour + a uniform margin, vs the top of the inferred
-    density; each scored by the fraction of the hidden true tumour (``truth >= hidden``) it covers."""
-    from scipy.ndimage import distance_transform_edt
-
-    brain = brain_fraction >= CSF_THRESHOLD
-    visible = labels > 0
-    margin = (distance_transform_edt(~visible, sampling=grid.h) <= margin_mm) & brain
-    volume = int(margin.sum())
+def density_plan(density: np.ndarray, brain: np.ndarray, volume: int) -> np.ndarray:
+    """The ``volume`` brain voxels of highest density (the GliODIL plan at a given volume)."""
     order = np.argsort(np.where(brain, density, -np.inf), axis=None)[::-1][:volume]
     plan = np.zeros(density.size, bool)
     plan[order] = True
-    plan = plan.reshape(density.shape)
-    target = (truth >= hidden) & brain
+    return plan.reshape(density.shape)
+
+
+def compare_plans(density: np.ndarray, labels: np.ndarray, truth: np.ndarray, brain_fraction: np.ndarray,
+                  grid: Grid, margin_mm: float = 15.0, hidden: float = 0.01,
+                  recurrence: np.ndarray | None = None) -> dict[str, float]:
+    """Radiotherapy plans at equal volume: the visible tumour + a uniform margin, vs the top of the inferred
+    density; each scored by the fraction of the hidden tumour it covers: the ``recurrence`` when given (also
+    its part outside the visible tumour, ``*_coverage_new``), else the low-density truth ``truth >= hidden``."""
+    brain = brain_fraction >= CSF_THRESHOLD
+    margin = margin_plan(labels, brain, grid, margin_mm)
+    volume = int(margin.sum())
+    plan = density_plan(density, brain, volume)
+    target = (recurrence if recurrence is not None else truth >= hidden) & brain
     n = max(int(target.sum()), 1)
-    return {"volume_voxels": volume, "margin_coverage": float((margin & target).sum() / n),
-            "gliodil_coverage": float((plan & target).sum() / n), "hidden_voxels": int(target.sum())}
+    out = {"volume_voxels": volume, "margin_coverage": float((margin & target).sum() / n),
+           "gliodil_coverage": float((plan & target).sum() / n), "hidden_voxels": int(target.sum())}
+    if recurrence is not None:
+        new = target & (labels == 0)
+        m = max(int(new.sum()), 1)
+        out.update(margin_coverage_new=float((margin & new).sum() / m),
+                   gliodil_coverage_new=float((plan & new).sum() / m), new_voxels=int(new.sum()))
+    return out
 
 
 # ---------------------------------------------------------------- the `gliodil` method of a case file
@@ -280,6 +356,8 @@ class GliodilConfig(MethodConfig):
     lr: float = Field(2e-3, gt=0)
     weights: dict[str, float] = {}
     margin_mm: float = Field(15.0, gt=0)
+    #: the hidden tumour the plans are scored on: the synthetic recurrence, or the true density >= ``hidden``
+    target: Literal["recurrence", "density"] = "recurrence"
     hidden: float = Field(0.01, gt=0, lt=1)
 
 
@@ -295,12 +373,15 @@ class GliodilMethod(Method):
     def run(self, problem: Any, reference: Any, ctx: RunContext) -> MethodResult:
         cfg = self.config
         pc = cfg.patient
+        recurrence = cfg.target == "recurrence"
         patient = synthetic_patient(pc.seed + ctx.seed, pc.dim, pc.cells, pc.steps, pc.days, pc.size_mm,
-                                    pc.label_noise)
+                                    pc.label_noise, margin_mm=cfg.margin_mm if recurrence else None)
         result = infer(patient.wm, patient.gm, patient.labels, patient.grid, iterations=cfg.iterations, lr=cfg.lr,
                        weights=cfg.weights, progress=ctx.progress)
-        plans = compare_plans(result.density, patient.labels, patient.truth, patient.wm + patient.gm, patient.grid,
-                              margin_mm=cfg.margin_mm, hidden=cfg.hidden)
+        plans = {name: compare_plans(density, patient.labels, patient.truth, patient.wm + patient.gm, patient.grid,
+                                     margin_mm=cfg.margin_mm, hidden=cfg.hidden, recurrence=patient.recurrence)
+                 for name, density in (("odil", result.density),
+                                       ("forward", forward(patient.wm, patient.gm, patient.grid, result.params)[-1]))}
         true = {k: v for k, v in patient.params.items() if k != "centre"}
         metrics = {"true": true, "inferred": result.params, "at_bounds": result.at_bounds, "time_s": result.time_s,
                    "D_rel_error": abs(result.params["D"] / true["D"] - 1),
@@ -313,8 +394,6 @@ class GliodilMethod(Method):
     def _plots(self, patient: Patient, result: Inference, ctx: RunContext) -> list:
         if ctx.out_dir is None or not ctx.plots:
             return []
-        from scipy.ndimage import distance_transform_edt
-
         from ..viz import image_panels
 
         def cut(a: np.ndarray) -> np.ndarray:     # 3D: the axial slice through the true seed
@@ -335,13 +414,11 @@ class GliodilMethod(Method):
         if "plans" in ctx.plots:
             cfg = self.config
             brain = (patient.wm + patient.gm) >= CSF_THRESHOLD
-            margin = (distance_transform_edt(patient.labels == 0, sampling=patient.grid.h) <= cfg.margin_mm) & brain
-            order = np.argsort(np.where(brain, result.density, -np.inf), axis=None)[::-1][: int(margin.sum())]
-            plan = np.zeros(result.density.size, bool)
-            plan[order] = True
-            hidden = patient.truth >= cfg.hidden
-            files.append(image_panels({"1.5 cm margin": cut(margin + hidden.astype(float)),
-                                       "GliODIL plan": cut(plan.reshape(hidden.shape) + hidden.astype(float))},
-                                      ctx.out_dir / "plans.png", title="plan (1) and hidden tumour (+1)",
+            margin = margin_plan(patient.labels, brain, patient.grid, cfg.margin_mm)
+            plan = density_plan(result.density, brain, int(margin.sum()))
+            hidden = patient.recurrence if patient.recurrence is not None else patient.truth >= cfg.hidden
+            files.append(image_panels({"1.5 cm margin": cut(margin + 2.0 * hidden),
+                                       "GliODIL plan": cut(plan + 2.0 * hidden)}, ctx.out_dir / "plans.png",
+                                      title="1 plan only, 2 hidden tumour missed, 3 covered",
                                       extent=extent))
         return files
