@@ -82,9 +82,10 @@ def train_one(args: argparse.Namespace) -> None:
     test = load_dataset(main, expect=expect, start=n_train + n_val, stop=n_train + n_val + n_test)
     net = build_model(spec, grid=n)
     ckpt_dir = Path(args.out) / "checkpoints"
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if not args.resume:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     cfg = TrainConfig(epochs=args.epochs, batch_size=8, lr=1e-3, weight_decay=1e-4, loss="h1",
-                      budget_s=60 * args.budget_min, budget_clock=args.clock, resume=False)
+                      budget_s=60 * args.budget_min, budget_clock=args.clock, resume=args.resume)
     result = train_operator(net, model_config(net, spec), (train.a, train.u), (val.a, val.u), cfg,
                             checkpoint_dir=ckpt_dir)
     model, _ = load_operator(ckpt_dir / "best.pt")        # what a user gets back: rebuilt from the file alone
@@ -159,7 +160,7 @@ def launch(model: str, spec: dict, n: int, paths: tuple[Path, Path], args: argpa
     cmd = [sys.executable, __file__, "--train-one", "--spec", json.dumps(spec), "--resolution", str(n),
            "--main", str(paths[0]), "--fine", str(paths[1]), "--split", *map(str, args.split),
            "--budget-min", str(args.budget_min), "--clock", args.clock, "--epochs", str(args.epochs),
-           "--out", str(out / f"{model}_{n}"), "--record", str(record)]
+           "--out", str(out / f"{model}_{n}"), "--record", str(record), *(["--resume"] if args.resume else [])]
     log = open(out / f"{model}_{n}.log", "w")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), record
@@ -239,6 +240,8 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "out" / "bench_operators"))
     p.add_argument("--results", default=str(ROOT / "docs" / "results"))
     p.add_argument("--generate-only", action="store_true")
+    p.add_argument("--resume", action="store_true",
+                   help="continue interrupted runs from their last checkpoints (the CPU budget already spent counts)")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from finished runs")
     p.add_argument("--partial", action="store_true",
                    help="with --report-only: use the newest checkpoints of unfinished runs (best weights so far)")
