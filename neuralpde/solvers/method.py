@@ -146,5 +146,6 @@ BUILTIN_METHOD_MODULES: tuple[str, ...] = (
     "operator_method",
     "inverse_problems",
     "mmpde",
+    "mmpde_solver",
 )
 
