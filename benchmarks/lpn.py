@@ -3,13 +3,19 @@
 
 Protocol (all seeded; fields made by the package, 32 x 32 two-phase "Darcy-like" fields):
 
-* priors: one LPN (convex, the paper's ICNN reduced: 16 channels, strides 2-1-2, beta 10, alpha 0.01) and the
-  same network without the weight clamp ("unconstrained"), trained as denoisers at sigma = 0.1 with the
-  paper's schedule scaled down (half L1 at lr 1e-3, then proximal matching at lr 1e-4 with gamma = 8, 4, 2,
-  1 x gamma_min, gamma_min = 0.08 * 32); both are used for both problems.
+* priors: one LPN (convex, the paper's ICNN reduced: 16 channels, strides 2-1-2, beta 10, alpha 0.01, sum
+  read-out) and the same network without the weight clamp ("unconstrained"), trained as denoisers at
+  sigma = 0.1 with the paper's schedule scaled down (6000 steps at batch 16: half L1 at lr 1e-3, then proximal
+  matching at lr 1e-4 with gamma = 8, 4, 2, 1 x gamma_min, gamma_min = 0.08 * 32); both are used for both
+  problems.
+* denoising check (issue 8): 16 fresh fields + noise 0.1 (the training noise): PSNR of the noisy input, of
+  each network and of TV denoising at its best weight.
 * problems: (a) heat: u0 from u(T) (k = 1, T = 0.002, 10 backward-Euler P1 steps, zero Dirichlet values),
   observed at 30% of the interior nodes; (b) deblur: Gaussian blur of 1.5 px. Three noise levels each.
-* solver: PnP-ADMM, rho = 0.1, 30 iterations, x-step by CG (at most 30 iterations), start A^T y.
+* solver: PnP-ADMM, rho = 0.1, 30 iterations, x-step by CG (at most 30 iterations). Start: A^T y for Tikhonov and
+  TV; the learned priors start from the tuned Tikhonov reconstruction of the same observation (``--start
+  tikhonov``, the default; the paper starts its CT runs from FBP), or from A^T y (``--start adjoint``): the
+  learned R is not convex, so PnP-LPN's fixed point depends on the start.
 * tuning: for each problem, noise level and prior, one weight is picked from a small grid on 1 validation
   field (LPN/unconstrained: the data scale around the MAP value rho sigma_train^2 / noise^2; Tikhonov and
   TV: lambda); then 5 test fields are reconstructed. Reported: mean PSNR (peak = 1) and relative L2.
@@ -19,8 +25,8 @@ Protocol (all seeded; fields made by the package, 32 x 32 two-phase "Darcy-like"
 
 Usage::
 
-    python benchmarks/lpn.py            # about 20 min on 2 shared cores
-    python benchmarks/lpn.py --quick    # a few minutes, 16 x 16, short training
+    python benchmarks/lpn.py            # ~7 CPU minutes (4 for training); 10-20 min wall on 2 shared cores
+    python benchmarks/lpn.py --quick    # about a minute, 16 x 16, 1500 training steps
 """
 
 from __future__ import annotations
@@ -70,12 +76,15 @@ def train_priors(n: int, steps: int, batch: int, seed: int, ckpt: Path) -> tuple
     nets, info = {}, {}
     for name, convex in (("lpn", True), ("unconstrained", False)):
         torch.manual_seed(seed)
+        cpu0 = time.process_time()
         net = LPNConv(hidden=HIDDEN, strides=(2, 1, 2), beta=10.0, alpha=0.01, size=[n, n], convex=convex)
         t0 = time.perf_counter()
         hist = train_lpn(net, field_sampler("piecewise", n), sigma=SIGMA_TRAIN, batch=batch,
                          stages=paper_schedule(steps, 0.08 * n), seed=seed, progress=Progress(),
-                         checkpoint_dir=ckpt / name, checkpoint_every=max(1, steps // 5), description=name)
-        info[name] = {"train_s": time.perf_counter() - t0, "steps": steps, "batch": batch,
+                         checkpoint_dir=ckpt / f"{name}_{steps}x{batch}", checkpoint_every=max(1, steps // 5),
+                         description=name)
+        info[name] = {"train_s": time.perf_counter() - t0, "train_cpu_s": time.process_time() - cpu0,
+                      "steps": steps, "batch": batch,
                       "resumed_from": hist["resumed_from"], "params": sum(p.numel() for p in net.parameters()),
                       "final_loss": hist["loss"][-1] if hist["loss"] else None,
                       "min_constrained_weight": min(float(w.detach().min()) for w in net.constrained_weights())}
@@ -109,9 +118,14 @@ def observe(op, truth: torch.Tensor, noise: float, gen: torch.Generator) -> torc
     return clean + noise * torch.randn(clean.shape, generator=gen, dtype=DTYPE)
 
 
-def solve(op, y, name, weight, nets, noise, n, truth, iters=ITERS):
+def solve(op, y, name, weight, nets, noise, n, truth, iters=ITERS, start_weight=None):
+    """PnP-ADMM with one prior; a learned prior starts from the Tikhonov reconstruction when ``start_weight``
+    (Tikhonov's lambda) is given, else from ``A^T y``."""
     prox, scale = prior(name, weight, nets, noise, n)
-    return pnp_admm(op, y, prox, rho=RHO, scale=scale, iters=iters, cg_iter=30, truth=truth)
+    x0 = None
+    if name in nets and start_weight is not None:
+        x0 = solve(op, y, "tikhonov", start_weight, nets, noise, n, None).x
+    return pnp_admm(op, y, prox, rho=RHO, scale=scale, iters=iters, cg_iter=30, truth=truth, x0=x0)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -124,7 +138,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(12345)
     val = sample(1, gen).to(DTYPE).reshape(1, -1)
     test = sample(args.fields, gen).to(DTYPE).reshape(args.fields, -1)
-    grids = {"lpn": LPN_FACTORS, "unconstrained": LPN_FACTORS, **LAMBDAS}
+    grids = {**LAMBDAS, "lpn": LPN_FACTORS, "unconstrained": LPN_FACTORS}      # Tikhonov first: it is the start
     out: dict[str, Any] = {"problems": {}}
     pictures: dict[str, dict[str, np.ndarray]] = {}
     curves: dict[str, Any] = {}
@@ -134,15 +148,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for level, noise in enumerate(NOISE[kind]):
             row: dict[str, Any] = {}
             for name, choices in grids.items():
+                sw = row["tikhonov"]["weight"] if name in nets and args.start == "tikhonov" else None
                 ngen = torch.Generator().manual_seed(1000 * level + 1)
                 ys_val = [observe(op, v, noise, ngen) for v in val]
-                scores = [np.mean([psnr(solve(op, y, name, w, nets, noise, n, None).x, v)
+                scores = [np.mean([psnr(solve(op, y, name, w, nets, noise, n, None, start_weight=sw).x, v)
                                    for y, v in zip(ys_val, val, strict=True)]) for w in choices]
                 best = choices[int(np.argmax(scores))]
                 tgen = torch.Generator().manual_seed(1000 * level + 2)
                 ps, rl = [], []
                 for i, truth in enumerate(test):
-                    r = solve(op, observe(op, truth, noise, tgen), name, best, nets, noise, n, truth)
+                    r = solve(op, observe(op, truth, noise, tgen), name, best, nets, noise, n, truth, start_weight=sw)
                     ps.append(psnr(r.x, truth, data_range=1.0))
                     rl.append(rel_l2(r.x, truth))
                     if level == 1 and i == 0:
@@ -160,15 +175,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         noise = NOISE[kind][1]
         mid = res["noise"][str(noise)]
         y = observe(op, test[0], noise, torch.Generator().manual_seed(99))
-        curves[kind] = {name: solve(op, y, name, mid[name]["weight"], nets, noise, n, test[0], iters=60).history
-                        for name in grids}
+        sw = mid["tikhonov"]["weight"] if args.start == "tikhonov" else None
+        curves[kind] = {name: solve(op, y, name, mid[name]["weight"], nets, noise, n, test[0], iters=60,
+                                    start_weight=sw).history for name in grids}
         res["convergence"] = {name: {"change": h["change"], "psnr": h["psnr"]} for name, h in curves[kind].items()}
         out["problems"][kind] = res
+    out["denoise"] = denoise_check(nets, n)
     out["probe"] = probe(nets["lpn"], test, n)
     out["training"] = train_info
     out["wall_s"] = time.perf_counter() - started
     write_pictures(pictures, curves, out["probe"], "lpn_quick" if args.quick else "lpn")
     return out
+
+
+def denoise_check(nets: dict[str, Any], n: int, count: int = 16) -> dict[str, float]:
+    """Mean PSNR of denoising ``count`` fresh fields at the training noise: noisy input, each net, best TV."""
+    gen = torch.Generator().manual_seed(123)
+    x = field_sampler("piecewise", n)(count, gen).to(DTYPE)
+    y = x + SIGMA_TRAIN * torch.randn(x.shape, generator=gen, dtype=DTYPE)
+
+    def mean_psnr(d: torch.Tensor) -> float:
+        return float(np.mean([psnr(d[i], x[i], data_range=1.0) for i in range(count)]))
+
+    res = {"noisy": mean_psnr(y)}
+    for name, net in nets.items():
+        with torch.no_grad():
+            res[name] = mean_psnr(net(y.float()).to(DTYPE))
+    tv = {}
+    for lam in (0.02, 0.05, 0.1, 0.2):
+        op = TotalVariation(lam, (n, n), iters=200)
+        tv[lam] = mean_psnr(torch.stack([op(y[i].reshape(-1), 1.0).reshape(1, n, n) for i in range(count)]))
+    best = max(tv, key=tv.get)
+    res["tv_best"], res["tv_weight"] = tv[best], best
+    print("denoising PSNR at sigma 0.1: " + ", ".join(f"{k} {v:.2f}" for k, v in res.items()), flush=True)
+    return res
 
 
 def probe(net, fields: torch.Tensor, n: int) -> dict[str, Any]:
@@ -209,7 +249,7 @@ def write_pictures(pictures, curves, probe_result, prefix: str) -> None:
 def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
     res["protocol"] = {"grid": args.grid, "train_steps": args.steps, "batch": args.batch, "fields": args.fields,
                        "noise": NOISE, "rho": RHO, "iters": ITERS, "sigma_train": SIGMA_TRAIN,
-                       "quick": args.quick}
+                       "quick": args.quick, "learned_prior_start": args.start}
     res["machine"] = {"platform": platform.platform(), "python": platform.python_version(),
                       "torch": torch.__version__, "threads": args.threads,
                       "note": "2-core CPU shared with other jobs; times are indicative"}
@@ -220,7 +260,9 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
              f"Measured {res['date']} on a 2-core shared CPU (torch {torch.__version__}, {args.threads} thread), "
              f"wall time {res['wall_s']:.0f} s. Protocol: see the docstring of `benchmarks/lpn.py`; "
              f"grid {args.grid}^2, {args.fields} test fields, priors trained for {args.steps} steps "
-             f"(batch {args.batch}). Re-run: `.venv/bin/python benchmarks/lpn.py{' --quick' if args.quick else ''}`.",
+             f"(batch {args.batch}); PnP with a learned prior starts from "
+             f"{'the Tikhonov reconstruction' if args.start == 'tikhonov' else 'A^T y'}. "
+             f"Re-run: `.venv/bin/python benchmarks/lpn.py{' --quick' if args.quick else ''}`.",
              "", "## PSNR (dB, peak 1) and relative L2, mean over the test fields", ""]
     for kind, pr in res["problems"].items():
         lines += [f"### {kind} (adjoint test mismatch {pr['adjoint_mismatch']:.1e})", "",
@@ -239,6 +281,11 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
                   "ADMM relative change after 60 iterations: " + ", ".join(f"{k} {v:.1e}" for k, v in last.items())
                   + ".", "", f"![{kind}]({name}_{kind}_reconstructions.png) ![{kind} convergence]"
                   f"({name}_{kind}_convergence.png)", ""]
+    d = res["denoise"]
+    lines += ["## Denoising at the training noise (sigma 0.1, 16 fresh fields, PSNR dB)", "",
+              "| noisy input | LPN | unconstrained | TV (best weight) |", "|---|---|---|---|",
+              f"| {d['noisy']:.2f} | {d['lpn']:.2f} | {d['unconstrained']:.2f} | {d['tv_best']:.2f} "
+              f"(lambda {d['tv_weight']:g}) |", ""]
     p = res["probe"]
     lines += ["## B3 probe: mean learned R", "",
               "| noise sigma | " + " | ".join(f"{s:g}" for s in p["noise_sigma"]) + " |",
@@ -252,7 +299,8 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
               f"![probe]({name}_probe.png)", "", "## Training", ""]
     for k, t in res["training"].items():
         how = (f"resumed from its checkpoint at step {t['resumed_from']} (trained by an earlier run of this command)"
-               if t["resumed_from"] else f"trained in {t['train_s']:.0f} s, final loss {t['final_loss']:.3g}")
+               if t["resumed_from"] else f"trained in {t['train_s']:.0f} s wall / {t['train_cpu_s']:.0f} s CPU, "
+               f"final loss {t['final_loss']:.3g}")
         lines.append(f"- {k}: {t['params']} parameters, {t['steps']} steps, {how}; smallest constrained weight "
                      f"{t['min_constrained_weight']:.2e} (clamped >= 0 for the LPN only).")
     write_text(RESULTS / f"{name}.md", "\n".join(lines) + "\n")
@@ -260,16 +308,18 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="16 x 16, 100 training steps, 2 test fields")
+    parser.add_argument("--quick", action="store_true", help="16 x 16, 1500 training steps, 2 test fields")
     parser.add_argument("--grid", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--fields", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--start", choices=("tikhonov", "adjoint"), default="tikhonov",
+                        help="where PnP with a learned prior starts: the Tikhonov reconstruction or A^T y")
     parser.add_argument("--checkpoints", default=str(ROOT / "out" / "bench_lpn" / "checkpoints"))
     args = parser.parse_args()
     if args.quick:
-        args.grid, args.steps, args.fields = 16, 100, 2
+        args.grid, args.steps, args.fields = 16, 1500, 2
         args.checkpoints += "_quick"
     res = run(args)
     write_report(res, args)

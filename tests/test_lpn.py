@@ -188,3 +188,46 @@ def test_toy_case_runs_without_a_pde(tmp_path):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "metrics.json").read_text())["method"]["task"] == "laplace1d"
     assert list((tmp_path / "checkpoints" / "pm").glob("lpn_*.pt"))
+
+
+# ------------------------------------------------------------- issue 8: the conv LPN must learn to denoise
+def _denoising_psnr(readout: str, steps: int = 500) -> tuple[float, float]:
+    """(noisy, denoised) mean PSNR on 16 fresh two-phase 32 x 32 fields + noise 0.1, after ``steps`` L1 steps
+    (batch 16) of a 16-channel LPN trained on that distribution at that noise."""
+    import numpy as np
+
+    from neuralpde.solvers.inverse_problems import field_sampler
+    from neuralpde.solvers.pnp import psnr
+
+    torch.manual_seed(0)
+    sample = field_sampler("piecewise", 32)
+    net = LPNConv(hidden=16, strides=(2, 1, 2), beta=10.0, alpha=0.01, size=[32, 32], readout=readout)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)            # tiny convs: one thread is fastest (more spin and fight on a shared CPU)
+    try:
+        train_lpn(net, sample, sigma=0.1, batch=16, stages=[Stage("l1", steps, 1e-3)], seed=0)
+    finally:
+        torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(123)
+    x = sample(16, gen).float()
+    y = x + 0.1 * torch.randn(x.shape, generator=gen)
+    with torch.no_grad():
+        d = net(y)
+    return (float(np.mean([psnr(y[i], x[i], 1.0) for i in range(16)])),
+            float(np.mean([psnr(d[i], x[i], 1.0) for i in range(16)])))
+
+
+def test_briefly_trained_conv_lpn_beats_the_noisy_input():
+    """500 steps (about 10 s) must already give a real denoiser. Measured: noisy 19.98 dB, denoised 23.8 dB
+    (sum read-out); the old mean read-out gave 19.6 dB, worse than doing nothing (issue 8). TV at its best
+    weight reaches 27.4 dB on these fields, so +2 dB is well inside what a working denoiser must give."""
+    noisy, denoised = _denoising_psnr("sum")
+    assert denoised > noisy + 2.0
+
+
+def test_old_checkpoints_keep_the_mean_readout():
+    net = LPNConv(hidden=4, strides=(2,), size=[8, 8], readout="mean")
+    old = {k: v for k, v in net.config().items() if k != "readout"}
+    assert build_lpn(old).readout == "mean" and LPNConv(hidden=4, strides=(2,)).readout == "sum"
+    with pytest.raises(SolverError, match="read-out"):
+        LPNConv(readout="max")

@@ -203,8 +203,14 @@ class LPNConv(LPN):
     """Convolutional ICNN on images ``(batch, channels, H, W)`` (the paper's MNIST/128^2 design, reduced).
 
     ``z1 = s(W0 x)`` (3x3 conv), then 3x3 convs ``W_k >= 0`` with ``strides`` plus unconstrained convs
-    ``R_k`` on ``x`` bilinearly resized to each layer's grid, then the spatial mean, a non-negative
-    linear layer, a linear skip on the mean of ``x``, and ``alpha ||x||^2``.
+    ``R_k`` on ``x`` bilinearly resized to each layer's grid, then the spatial sum (``readout="sum"``), a
+    non-negative linear layer, a linear skip on the mean of ``x``, and ``alpha ||x||^2``.
+
+    The read-out is a sum, as the paper's dense read-outs (``Linear(3136 -> 64)`` on MNIST, a full-size valid
+    conv at 128^2) are: ``psi`` must grow like ``||x||^2 / 2`` for ``f`` to reach the identity, and with a
+    spatial *mean* the non-negative output weights have to become (number of positions) times larger, which
+    Adam needs thousands of extra steps for (issue 8: 600 steps left the denoiser worse than the noisy input).
+    ``readout="mean"`` keeps the old behaviour (and is what checkpoints without the key were trained with).
 
     Args:
         channels: input channels.
@@ -214,14 +220,18 @@ class LPNConv(LPN):
         alpha: weight of the strongly convex term.
         size: the image size ``[H, W]`` the network is trained for (stored in checkpoints).
         convex: clamp the constrained weights (``False``: the unconstrained ablation).
+        readout: ``"sum"`` (default) or ``"mean"`` over the last layer's positions.
     """
 
     kind = "lpn_conv"
 
     def __init__(self, channels: int = 1, hidden: int = 32, strides: tuple[int, ...] | list[int] = (2, 1, 2),
                  beta: float = 10.0, alpha: float = 0.01, size: tuple[int, int] | list[int] | None = None,
-                 convex: bool = True):
+                 convex: bool = True, readout: str = "sum"):
         super().__init__(beta, alpha, convex)
+        if readout not in ("sum", "mean"):
+            raise SolverError(f"unknown read-out {readout!r}", field="method.network", fix="use sum or mean")
+        self.readout = readout
         self.channels, self.hidden, self.strides = channels, hidden, [int(s) for s in strides]
         self.size = None if size is None else [int(s) for s in size]
         self.first = nn.Conv2d(channels, hidden, 3, padding=1)
@@ -243,11 +253,13 @@ class LPNConv(LPN):
             z_lin = conv(z)
             x_small = F.interpolate(x, size=z_lin.shape[-2:], mode="bilinear", align_corners=False)
             z = self.act(z_lin + skip(x_small))
-        return (self.out(z.mean(dim=(2, 3))) + self.out_skip(x.mean(dim=(2, 3)))).squeeze(1) + self.quadratic(x)
+        pooled = z.sum(dim=(2, 3)) if self.readout == "sum" else z.mean(dim=(2, 3))
+        return (self.out(pooled) + self.out_skip(x.mean(dim=(2, 3)))).squeeze(1) + self.quadratic(x)
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "channels": self.channels, "hidden": self.hidden, "strides": self.strides,
-                "beta": self.beta, "alpha": self.alpha, "size": self.size, "convex": self.convex}
+                "beta": self.beta, "alpha": self.alpha, "size": self.size, "convex": self.convex,
+                "readout": self.readout}
 
 
 _KINDS: dict[str, type[LPN]] = {LPNDense.kind: LPNDense, LPNConv.kind: LPNConv}
@@ -260,4 +272,6 @@ def build_lpn(config: dict[str, Any]) -> LPN:
     if kind not in _KINDS:
         raise SolverError(f"unknown LPN kind {kind!r}", field="method.network",
                           fix=f"use one of {sorted(_KINDS)}")
+    if kind == LPNConv.kind:
+        config.setdefault("readout", "mean")       # checkpoints written before the key existed used the mean
     return _KINDS[kind](**config)
