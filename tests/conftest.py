@@ -18,3 +18,15 @@ BACKENDS = ["skfem", pytest.param("dolfinx", marks=pytest.mark.skipif(not _have_
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     return request.param
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one intra-op thread for the test (gathers of a few thousand entries are ~100x slower with 2
+    threads on a loaded 2-core machine); restored afterwards. Use with ``pytest.mark.usefixtures``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -14,14 +14,7 @@ from neuralpde.pde.stencils import Grid, set_boundary
 from neuralpde.solvers.fem import TimeOptions, get_backend
 from neuralpde.solvers.odil import DiscreteProblem, Multigrid, gradient_descent, march, newton
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # gathers of a few thousand entries are ~100x slower with 2 intra-op threads on a loaded 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cn_stepping(N: int, k: float = 0.1, t_end: float = 0.5) -> np.ndarray:

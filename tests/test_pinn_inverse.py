@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("deepxde")
 
@@ -14,12 +13,7 @@ from neuralpde.solvers.pinn_inverse import solve_inverse  # noqa: E402
 KAPPA = 0.1
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _observations(n: int = 100):
