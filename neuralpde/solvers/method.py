@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -77,56 +78,44 @@ class Method(abc.ABC):
         """Solve ``problem``; ``reference`` is the FEM reference (``None`` with ``reference: none``)."""
 
 
-class _Registry(dict):
+class _Registry(MutableMapping):
     """The method registry. The built-in method modules (and torch with them) load on the first read, so
-    ``import neuralpde`` stays fast; :func:`register` may add methods before or after that."""
+    ``import neuralpde`` stays fast; :func:`register` may add methods before or after that. Reads go through
+    ``__getitem__``/``__iter__`` (``in``, ``get``, ``keys``, ``items`` ... are built on them)."""
 
-    _state = {"loaded": False}
+    def __init__(self) -> None:
+        self._methods: dict[str, type[Method]] = {}
+        self._loaded = False
 
     def _load(self) -> None:
-        if not self._state["loaded"]:
-            self._state["loaded"] = True        # set first: a module that reads the registry must not recurse
+        if not self._loaded:
+            self._loaded = True         # set first: a module that reads the registry must not recurse
             for module in BUILTIN_METHOD_MODULES:
                 importlib.import_module(f"{__package__}.{module}")
 
     def __getitem__(self, key: str) -> type[Method]:
         self._load()
-        return super().__getitem__(key)
+        return self._methods[key]
 
-    def __contains__(self, key: object) -> bool:
-        self._load()
-        return super().__contains__(key)
+    def __setitem__(self, key: str, value: type[Method]) -> None:
+        self._methods[key] = value
 
-    def __iter__(self):
+    def __delitem__(self, key: str) -> None:
+        del self._methods[key]
+
+    def __iter__(self) -> Iterator[str]:
         self._load()
-        return super().__iter__()
+        return iter(self._methods)
 
     def __len__(self) -> int:
         self._load()
-        return super().__len__()
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self._load()
-        return super().get(key, default)
-
-    def keys(self):
-        self._load()
-        return super().keys()
-
-    def values(self):
-        self._load()
-        return super().values()
-
-    def items(self):
-        self._load()
-        return super().items()
+        return len(self._methods)
 
     def __repr__(self) -> str:
-        self._load()
-        return super().__repr__()
+        return repr(dict(self.items()))
 
 
-METHODS: dict[str, type[Method]] = _Registry()
+METHODS: MutableMapping[str, type[Method]] = _Registry()
 
 
 def register(cls: type[Method]) -> type[Method]:
