@@ -156,6 +156,7 @@ class DMMNet(nn.Module):
         f = features[:, None, :].expand(-1, xi.shape[1], -1)
         return self.decoder(torch.cat([f, t], dim=-1))[..., 0]
 
+
 def _bilinear(values: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Batched bilinear interpolation of ``values`` ``(B, R, R)`` on the unit square at ``points`` ``(B, P, 2)``."""
     n = values.shape[-1] - 1

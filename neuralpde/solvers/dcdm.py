@@ -28,7 +28,7 @@ from ..errors import CaseError, MeshError, SolverError
 from ..runtime import seed_everything
 from .fem.base import FEMSolution, get_backend
 from .fem.fields import FEField
-from .krylov import LinearSolveReport, check_system, not_spd, pcg, solve  # noqa: F401 (pcg: doctest)
+from .krylov import LinearSolveReport, check_system, not_spd, pcg, solve, start  # noqa: F401 (pcg: doctest)
 from .method import Method, MethodConfig, MethodResult, RunContext, register
 
 Direction = Callable[[np.ndarray], np.ndarray]
@@ -66,11 +66,7 @@ def dcdm(A, b: np.ndarray, direction: Direction, *, rtol: float = 1e-6, atol: fl
     if k < 1:
         raise SolverError(f"k must be >= 1, got {k}", field="method.k", fix="use 2 as in the paper")
     t0 = time.perf_counter()
-    b = np.asarray(b, dtype=float)
-    x = np.zeros_like(b)
-    r = b.copy()
-    norms = [float(np.linalg.norm(r))]
-    target = max(rtol * norms[0], atol)
+    b, x, r, norms, target = start(b, rtol, atol)
     kept: list[tuple[np.ndarray, np.ndarray, float]] = []   # (p, A p, p^T A p) of the last k directions
     direction_s = 0.0
     it = fallbacks = 0

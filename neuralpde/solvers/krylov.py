@@ -103,6 +103,14 @@ def not_spd(curvature: float, iteration: int) -> SolverError:
                        "definite", field="A", fix="CG and DCDM need an SPD matrix; check the coefficients' signs")
 
 
+def start(b: np.ndarray, rtol: float, atol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float], float]:
+    """The common start of the Krylov loops here: ``(b, x0 = 0, r0 = b, [||r0||], stopping norm)``, the stopping
+    norm being ``max(rtol ||b||, atol)`` on the true residual."""
+    b = np.asarray(b, dtype=float)
+    norms = [float(np.linalg.norm(b))]
+    return b, np.zeros_like(b), b.copy(), norms, max(rtol * norms[0], atol)
+
+
 def pcg(A: Any, b: np.ndarray, M: Preconditioner | None = None, *, rtol: float = 1e-6, atol: float = 0.0,
         max_it: int = 1000, method: str | None = None, setup_s: float = 0.0) -> LinearSolveReport:
     """Preconditioned CG from ``x0 = 0`` with the recursive residual (as scipy's ``cg``).
@@ -117,11 +125,7 @@ def pcg(A: Any, b: np.ndarray, M: Preconditioner | None = None, *, rtol: float =
     """
     A = check_system(A, b)
     t0 = time.perf_counter()
-    b = np.asarray(b, dtype=float)
-    x = np.zeros_like(b)
-    r = b.copy()
-    norms = [float(np.linalg.norm(r))]
-    target = max(rtol * norms[0], atol)
+    b, x, r, norms, target = start(b, rtol, atol)
     z = M(r) if M else r
     p = z.copy()
     rz = float(r @ z)
