@@ -14,7 +14,9 @@ from neuralpde.pde import BoundaryCondition, Poisson, Problem
 from neuralpde.solvers.method import RunContext
 from neuralpde.solvers.pinn import PINNConfig, deepxde
 from neuralpde.solvers.pinn_bridge import (
+    boundary_lift,
     boundary_points,
+    boundary_samples,
     build_model,
     geometry_for,
     region_for,
@@ -103,15 +105,23 @@ def test_rar_adds_points():
 
 
 def test_boundary_points_follow_named_boundaries_and_values():
-    pb = Problem(Poisson(source=0, dim=2), Rectangle([[0, 2], [0, 1]]),
-                 [BoundaryCondition("left", "dirichlet", 1), BoundaryCondition("all", "dirichlet", "x*y")])
-    parts = boundary_points(pb, 600, np.random.default_rng(0))
-    (left, g_left), (rest, g_rest) = parts
+    """Each boundary point takes the condition the FEM reference applies there: the later one where two overlap,
+    but never a flux condition over a Dirichlet one."""
+    bcs = [BoundaryCondition("all", "dirichlet", "x*y"), BoundaryCondition("left", "dirichlet", 1)]
+    pb = Problem(Poisson(source=0, dim=2), Rectangle([[0, 2], [0, 1]]), bcs)
+    (rest, g_rest), (left, g_left) = boundary_points(pb, 600, np.random.default_rng(0))
     assert np.allclose(left[:, 0], 0) and np.allclose(g_left, 1)
     assert np.allclose(g_rest[:, 0], rest[:, 0] * rest[:, 1])
     on_box = np.isclose(rest[:, 0], 2) | np.isclose(rest[:, 1], 0) | np.isclose(rest[:, 1], 1)
     assert on_box.all() and len(left) + len(rest) == 600
     assert 0.25 < len(left) / 600 / (1 / 6) < 1.75             # the left side is 1/6 of the perimeter
+    # the other order: "all" covers "left"
+    (everything, _), = boundary_points(Problem(pb.pde, pb.domain, bcs[::-1]), 600, np.random.default_rng(0))
+    assert len(everything) == 600
+    # a Neumann condition listed after a Dirichlet one does not take its points
+    mixed = Problem(pb.pde, pb.domain, [bcs[1], BoundaryCondition("all", "neumann", 0)])
+    _, owner, _ = boundary_samples(mixed, 600, np.random.default_rng(0))
+    assert np.array_equal(owner == 0, np.isclose(boundary_samples(mixed, 600, np.random.default_rng(0))[0][:, 0], 0))
 
 
 def test_geometries_deepxde_cannot_sample_are_clear_errors(tmp_path):
@@ -194,6 +204,25 @@ def test_hard_bc_output_transform_is_exact_on_the_boundary():
     assert np.allclose(u, 1 + xb[:, 0] * xb[:, 1], atol=1e-6)
 
 
+def test_hard_bc_lift_reads_the_data_only_on_the_boundary():
+    """With ``dirichlet: exact`` the lift must not be the exact solution inside (that hands the net the answer):
+    the peak's boundary values are ~1e-109, so the lift is ~0 at the peak while the exact solution is 1."""
+    config = _config("uniform", hard_bc=True)
+    pb = _problem(exact="exp(-1000*((x - 0.5)**2 + (y - 0.5)**2))")
+    net = build_model(pb, config, region_for(pb.domain), sampler_for(config, region_for(pb.domain), 0), 0).net
+    with torch.no_grad():
+        for p in net.parameters():          # N = 0: the output is the lift alone
+            p.zero_()
+    x = torch.tensor([[0.5, 0.5], [0.0, 0.0], [0.9, 0.2]])
+    assert float(net(x).abs().max()) < 1e-6
+    # and on a box face the lift is the data: g = 1 + x y on x = 1 and y = -1
+    lift = boundary_lift(lambda p: 1 + p[:, 0] * p[:, 1], torch.tensor([[1.0, 0.3], [0.2, -1.0], [0.0, 0.0]]),
+                         torch.tensor([-1.0, -1.0]), torch.tensor([1.0, 1.0]))
+    assert torch.allclose(lift[:2], torch.tensor([1.3, 0.8]), atol=1e-6)
+    assert abs(float(lift[2]) - 1.0) < 1e-6      # by symmetry the four faces' 1 +- y, 1 +- x average to 1
+
+
+@pytest.mark.usefixtures("one_torch_thread")
 def test_pinn_solves_a_smooth_problem_end_to_end(tmp_path):
     """-laplace u = 2 on [-1, 1]^2 with u = 1 - x^2: a small PINN gets within a few percent (vs exact and FEM)."""
     case = npde.load_case_text(
@@ -208,6 +237,35 @@ def test_pinn_solves_a_smooth_problem_end_to_end(tmp_path):
     assert m["vs_reference"]["rel_l2"] < 0.08 and m["mc_vs_exact"]["rel_l2"] < 0.08
     assert m["collocation_points"] == [150, 150, 150]
     assert (tmp_path / "samples.png").stat().st_size > 1000 and (tmp_path / "error.png").exists()
+
+
+def test_boundary_normals_point_outward_on_boxes_polygons_and_hypercubes():
+    rng = np.random.default_rng(0)
+    for domain in (Rectangle([[-1, 1], [0, 2]]), Polygon([[0, 0], [2, 0], [2, 1], [1, 1], [1, 2], [0, 2]]),
+                   Hypercube([[-1, 1]] * 4)):
+        pb = Problem(Poisson(source=1, dim=domain.dim), domain, [BoundaryCondition("all", "neumann", 0)])
+        x, owner, n = boundary_samples(pb, 400, rng)
+        assert (owner == 0).all() and np.allclose(np.linalg.norm(n, axis=1), 1)
+        region = region_for(domain)
+        lo, hi = region.bounds[:, 0], region.bounds[:, 1]
+        inside = region.inside or (lambda p, lo=lo, hi=hi: np.all((p >= lo) & (p <= hi), axis=1))
+        assert not inside(x + 1e-3 * n).any() and inside(x - 1e-3 * n).all(), type(domain).__name__
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_pinn_with_neumann_and_robin_conditions_matches_the_fem_reference(tmp_path):
+    """-laplace u = 2, u = 1 + x - x^2: u = -1 at x = -1, du/dn = 0 at y = +-1, du/dn + 2 u = 1 at x = 1."""
+    case = npde.load_case_text(
+        "name: mixed\npde: {type: poisson, source: 2}\ndomain: {type: rectangle, bounds: [[-1, 1], [-1, 1]]}\n"
+        "exact: '1 + x - x**2'\nboundary:\n  - {where: left, dirichlet: -1}\n  - {where: top, neumann: 0}\n"
+        "  - {where: bottom, neumann: 0}\n  - {where: right, robin: {value: 1, alpha: 2}}\n"
+        "reference: {cells: [8, 8]}\n"
+        "method: {type: pinn, network: {layers: [16, 16]}, eval_points: 2000,\n"
+        "  sampler: {type: rad, points: 150, stages: 3, boundary_points: 120, candidates: 1000},\n"
+        "  train: {adam_steps: 300, lr: 0.005, display_every: 100}}\nseed: 1\n")
+    result = npde.run(case, out=tmp_path, progress=False)
+    m = result.metrics["method"]
+    assert m["vs_reference"]["rel_l2"] < 0.08 and m["mc_vs_exact"]["rel_l2"] < 0.08
 
 
 def test_polygon_domain_meshes_with_named_edges_and_samples_inside():

@@ -86,54 +86,150 @@ def _boundary_mesh(domain: Any) -> Any:
     return domain.mesh(cells=[1] * domain.dim)       # a box's faces are flat: one cell per side is exact
 
 
-def boundary_points(problem: Any, n: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``n`` points on the boundary (uniform by facet size) split by Dirichlet condition: ``[(x, g(x)), ...]``.
+def boundary_samples(problem: Any, n: int, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` points on the boundary, uniform by facet size: ``(x, owner, normal)``.
 
-    Raises:
-        CaseError: a Neumann or Robin condition (not supported by this bridge yet).
+    ``owner[i]`` is the index in ``problem.bcs`` of the condition that holds at ``x[i]`` (the last one
+    that selects its facet, a Dirichlet one before any flux one, as in the FEM reference; -1: none, a
+    natural zero-flux boundary) and ``normal[i]`` the outward unit normal.
     """
     from .fem.boundary import select_facets
 
-    for i, bc in enumerate(problem.bcs):
-        if bc.kind != "dirichlet":
-            raise CaseError(f"the PINN bridge supports Dirichlet conditions only, got {bc.kind}",
-                            field=f"boundary[{i}].{bc.kind}", fix="use a dirichlet condition or the fem method")
-    if not problem.bcs or n == 0:
-        return []
     if isinstance(problem.domain, Hypercube):
-        x = _hypercube_boundary(np.asarray(problem.domain.bounds), n, rng)
-        owner = np.zeros(n, dtype=int)
+        x, normal = _hypercube_boundary(np.asarray(problem.domain.bounds), n, rng)
         for i, bc in enumerate(problem.bcs):
             if not (isinstance(bc.where, str) and bc.where.strip() == "all"):
                 raise CaseError("on a hypercube a boundary condition must use `where: all`",
                                 field=f"boundary[{i}].where", fix="use where: all")
-    else:
-        mesh = _boundary_mesh(problem.domain)
-        facets = mesh.boundary_facets()
-        x, facet_of = _sample_facets(mesh.points, facets, n, rng)
-        mids = mesh.facet_midpoints(facets)
-        owner = np.full(n, -1)
-        for i, bc in enumerate(problem.bcs):
-            chosen = select_facets(mesh, bc.where, mids, field=f"boundary[{i}]")
-            free = (owner < 0) & chosen[facet_of]
-            owner[free] = i
+        return x, np.zeros(n, dtype=int) if problem.bcs else np.full(n, -1), normal
+    mesh = _boundary_mesh(problem.domain)
+    facets, owner_cell = _boundary_facets_with_cells(mesh)
+    x, facet_of = _sample_facets(mesh.points, facets, n, rng)
+    normals = _facet_normals(mesh, facets, owner_cell)
+    mids = mesh.facet_midpoints(facets)
+    owner = np.full(n, -1)
+    for i, bc in enumerate(problem.bcs):
+        # as in the FEM reference: a later condition wins where two overlap, but a (strong) Dirichlet one
+        # is never replaced by a flux condition
+        take = select_facets(mesh, bc.where, mids, field=f"boundary[{i}]")[facet_of]
+        if bc.kind != "dirichlet":
+            take &= ~np.isin(owner, [j for j, c in enumerate(problem.bcs) if c.kind == "dirichlet"])
+        owner[take] = i
+    return x, owner, normals[facet_of]
+
+
+def boundary_points(problem: Any, n: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n`` boundary points; the Dirichlet ones, split by condition: ``[(x, g(x)), ...]``."""
+    if not problem.bcs or n == 0:
+        return []
+    x, owner, _ = boundary_samples(problem, n, rng)
     out = []
     for i, bc in enumerate(problem.bcs):
         pts = x[owner == i]
-        if len(pts):
+        if bc.kind == "dirichlet" and len(pts):
             out.append((pts, np.asarray(bc.value.numpy(pts.T), dtype=float).reshape(-1, 1)
                         * np.ones((len(pts), 1))))
     return out
 
 
-def _hypercube_boundary(bounds: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+@dataclass
+class FluxPoints:
+    """``k du/dn + alpha u = g`` at boundary points (Neumann: ``alpha = 0``), all as columns."""
+
+    x: np.ndarray
+    normal: np.ndarray
+    k: np.ndarray
+    alpha: np.ndarray
+    g: np.ndarray
+
+
+def flux_points(problem: Any, n: int, rng: np.random.Generator) -> list[FluxPoints]:
+    """The Neumann and Robin conditions at ``n`` boundary points (the same draw as :func:`boundary_points`
+    for the same ``rng`` state), with the PDE's diffusion coefficient ``k`` at the points.
+
+    Raises:
+        CaseError: a Neumann/Robin condition on a PDE without a diffusion coefficient ``k``.
+    """
+    if n == 0 or not any(bc.kind != "dirichlet" for bc in problem.bcs):
+        return []
+    x, owner, normal = boundary_samples(problem, n, rng)
+    pde = problem.pde
+    params = getattr(pde, "params", {})
+    out = []
+    for i, bc in enumerate(problem.bcs):
+        pts = x[owner == i]
+        if bc.kind == "dirichlet" or not len(pts):
+            continue
+        if getattr(pde, "k", None) is None:
+            raise CaseError(f"a {bc.kind} condition needs the PDE's diffusion coefficient k; "
+                            f"{type(pde).__name__} has none", field=f"boundary[{i}].{bc.kind}",
+                            fix="use a dirichlet condition with this PDE")
+
+        def column(expr: Any, pts: np.ndarray = pts) -> np.ndarray:
+            return np.asarray(expr.numpy(pts.T, params=params), dtype=float).reshape(-1, 1) * np.ones((len(pts), 1))
+
+        alpha = column(bc.alpha) if bc.kind == "robin" else np.zeros((len(pts), 1))
+        out.append(FluxPoints(pts, normal[owner == i], column(pde.k), alpha, column(bc.value)))
+    return out
+
+
+class FluxBC:
+    """A DeepXDE boundary condition ``k du/dn + alpha u - g = 0`` at fixed points (its ``error`` protocol)."""
+
+    def __init__(self, points: FluxPoints) -> None:
+        f32 = torch.get_default_dtype()
+        self.points = points.x.astype(np.float32)
+        self.normal, self.k, self.alpha, self.g = (torch.as_tensor(a, dtype=f32)
+                                                   for a in (points.normal, points.k, points.alpha, points.g))
+
+    def collocation_points(self, X: np.ndarray) -> np.ndarray:
+        return self.points
+
+    def error(self, X: Any, inputs: Any, outputs: Any, beg: int, end: int, aux_var: Any = None) -> Any:
+        du = torch.autograd.grad(outputs.sum(), inputs, create_graph=True)[0][beg:end]
+        dn = (du * self.normal.to(du)).sum(dim=1, keepdim=True)
+        return self.k.to(du) * dn + self.alpha.to(du) * outputs[beg:end] - self.g.to(du)
+
+
+def _boundary_facets_with_cells(mesh: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The boundary facets (as :meth:`Mesh.boundary_facets`) and the cell each belongs to."""
+    from ..meshes.mesh import _FACETS_OF
+
+    local = _FACETS_OF[mesh.cell_type]
+    facets = np.concatenate([mesh.cells[:, f] for f in local], axis=0)
+    cells = np.tile(np.arange(len(mesh.cells)), len(local))
+    _, inverse, counts = np.unique(np.sort(facets, axis=1), axis=0, return_inverse=True, return_counts=True)
+    once = counts[inverse.ravel()] == 1
+    return facets[once], cells[once]
+
+
+def _facet_normals(mesh: Any, facets: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Outward unit normals of boundary facets (pointing away from the centroid of the cell they bound)."""
+    v = mesh.points[facets]
+    d = mesh.points.shape[1]
+    if v.shape[1] == 1:
+        n = np.ones((len(v), 1))
+    elif v.shape[1] == 2:
+        t = v[:, 1] - v[:, 0]
+        n = np.stack([t[:, 1], -t[:, 0]], axis=1)
+    else:
+        n = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
+    n = n[:, :d] / np.linalg.norm(n[:, :d], axis=1, keepdims=True)
+    away = v.mean(axis=1) - mesh.points[mesh.cells[cells]].mean(axis=1)
+    return n * np.where((n * away).sum(axis=1, keepdims=True) < 0, -1.0, 1.0)
+
+
+def _hypercube_boundary(bounds: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     lo, hi = bounds[:, 0], bounds[:, 1]
     x = lo + (hi - lo) * rng.random((n, len(lo)))
     areas = np.array([np.prod(np.delete(hi - lo, j)) for j in range(len(lo))])   # a face's (d-1)-volume
     dims = rng.choice(len(lo), n, p=areas / areas.sum())
     side = rng.random(n) < 0.5
     x[np.arange(n), dims] = np.where(side, hi[dims], lo[dims])
-    return x
+    normal = np.zeros_like(x)
+    normal[np.arange(n), dims] = np.where(side, 1.0, -1.0)
+    return x, normal
 
 
 def _sample_facets(points: np.ndarray, facets: np.ndarray, n: int, rng: np.random.Generator
@@ -164,7 +260,11 @@ def _sample_facets(points: np.ndarray, facets: np.ndarray, n: int, rng: np.rando
 
 # ------------------------------------------------------------------------------------------------ model
 def _hard_bc_transform(problem: Any) -> Any:
-    """``u = g + D N`` with ``D = prod (x - lo)(hi - x)`` on boxes, for a single ``where: all`` Dirichlet g."""
+    """``u = L[g] + D N`` on boxes, for a single ``where: all`` Dirichlet ``g``; ``D = prod (x - lo)(hi - x)``.
+
+    ``L[g]`` lifts the boundary data into the box from boundary values *only* (:func:`boundary_lift`): using
+    ``g`` itself inside would hand the net the exact solution whenever the case says ``dirichlet: exact``.
+    """
     if not isinstance(problem.domain, _BOXES):
         raise CaseError("hard_bc needs a box domain (interval, rectangle, box, hypercube)", field="method.hard_bc",
                         fix="set hard_bc: false (the boundary is then a loss term)")
@@ -177,13 +277,52 @@ def _hard_bc_transform(problem: Any) -> Any:
     lo, hi = torch.as_tensor(b[:, 0]), torch.as_tensor(b[:, 1])
     scale = torch.as_tensor(((b[:, 1] - b[:, 0]) / 2) ** 2)
 
+    def values(x: Any) -> Any:
+        gx = g.torch(x) if hasattr(g, "torch") else torch.as_tensor(g.numpy(x.detach().cpu().numpy().T))
+        gx = torch.as_tensor(gx, dtype=x.dtype, device=x.device)
+        return gx.reshape(-1) * torch.ones(len(x), dtype=x.dtype, device=x.device) if gx.numel() == 1 \
+            else gx.reshape(-1)
+
+    # data that vanish on the boundary in float32 (the peak problems: 1e-109) lift to exactly 0: skip the
+    # 2d evaluations of g, which cost as much as the network in the residual's double backward
+    xb, _ = _hypercube_boundary(b, 20000, np.random.default_rng(0))
+    zero = not np.any(np.asarray(g.numpy(xb.T), dtype=np.float32))
+
     def transform(x: Any, y: Any) -> Any:
         dist = torch.prod((x - lo.to(x)) * (hi.to(x) - x) / scale.to(x), dim=1, keepdim=True)
-        gx = g.torch(x) if hasattr(g, "torch") else torch.as_tensor(g.numpy(x.detach().cpu().numpy().T))
-        gx = gx.reshape(-1, 1) * torch.ones_like(y) if gx.numel() in (1, len(x)) else gx
-        return gx + dist * y
+        if zero:
+            return dist * y
+        return boundary_lift(values, x, lo.to(x), hi.to(x)).reshape(-1, 1) + dist * y
 
     return transform
+
+
+def boundary_lift(g: Any, x: Any, lo: Any, hi: Any, eps: float = 1e-12) -> Any:
+    """A smooth extension into the box ``[lo, hi]`` of the values of ``g`` on its boundary.
+
+    ``sum_f w_f(x) g(P_f x) / sum_f w_f(x)`` over the ``2 d`` faces ``f``, ``P_f`` the projection onto the
+    face's plane and ``w_f = 1 / (d_f^2 + eps)`` with ``d_f`` the scaled distance to it: equal to ``g`` on
+    the boundary, smooth inside (away from the corners), and it reads ``g`` nowhere but on the boundary.
+    ``2 d`` evaluations of ``g`` per point (a transfinite interpolation would need ``3^d - 1``).
+
+    Args:
+        g: values of the data at (n, d) tensor points, as an (n,) tensor.
+        x: (n, d) points inside the box.
+        lo, hi: (d,) bounds of the box.
+
+    Returns:
+        The (n,) lift at ``x``.
+    """
+    s = (x - lo) / (hi - lo)
+    num = torch.zeros(len(x), dtype=x.dtype, device=x.device)
+    den = torch.zeros_like(num)
+    for j in range(x.shape[1]):
+        for side, dist in ((lo[j], s[:, j]), (hi[j], 1 - s[:, j])):
+            xf = torch.cat([x[:, :j], side.expand(len(x), 1), x[:, j + 1:]], dim=1)
+            w = 1.0 / (dist**2 + eps)
+            num = num + w * g(xf)
+            den = den + w
+    return num / den
 
 
 def residual_function(problem: Any, weights: Any = None) -> Any:
@@ -333,8 +472,13 @@ def build_model(problem: Any, config: PINNConfig, region: Region, sampler: Sampl
     dde = deepxde()
     geom = geometry_for(problem.domain)
     rng = np.random.default_rng(seed + 1)
-    bcs = [] if config.hard_bc else [dde.icbc.PointSetBC(x.astype(np.float32), g.astype(np.float32), shuffle=False)
-                                     for x, g in boundary_points(problem, config.sampler.boundary_points, rng)]
+    bcs: list[Any] = []
+    if not config.hard_bc:
+        n, state = config.sampler.boundary_points, rng.bit_generator.state
+        bcs = [dde.icbc.PointSetBC(x.astype(np.float32), g.astype(np.float32), shuffle=False)
+               for x, g in boundary_points(problem, n, rng)]
+        rng.bit_generator.state = state        # the same points: each condition takes its own share of them
+        bcs += [FluxBC(p) for p in flux_points(problem, n, rng)]
     x0 = sampler.initial().astype(np.float32)
     aux = None
     if config.sampler.importance_weights:
