@@ -272,7 +272,13 @@ class InverseConfig(Strict):
 
 
 class PnPConfig(Strict):
-    """``scale`` multiplies the data term; ``auto`` = ``rho sigma_train^2 / noise^2`` (the MAP weighting)."""
+    """``scale`` multiplies the data term; ``auto`` = ``rho sigma_train^2 / noise^2`` (the MAP weighting).
+
+    ``start``: where the learned prior starts, ``tv``/``tikhonov`` (that baseline's reconstruction; the learned
+    R is not convex, so the fixed point depends on the start) or ``adjoint`` (``A^T y``). The convex baselines
+    run from ``A^T y`` with their own ``baseline_rho`` and ``baseline_iters`` (their minimiser does not depend on
+    rho, only the speed does).
+    """
 
     algorithm: Literal["admm", "pgd"] = "admm"
     rho: float = Field(0.1, gt=0)
@@ -280,6 +286,9 @@ class PnPConfig(Strict):
     step: float = Field(1.0, gt=0)
     iters: int = Field(30, ge=1)
     cg_iter: int = Field(30, ge=1)
+    start: Literal["tv", "tikhonov", "adjoint"] = "tv"
+    baseline_rho: float = Field(10.0, gt=0)
+    baseline_iters: int = Field(50, ge=1)
 
 
 class BaselineConfig(Strict):
@@ -340,18 +349,36 @@ def field_lpn(cfg: LPNMethodConfig, ctx: RunContext, convex: bool = True) -> Any
     return net
 
 
+BASELINES = ("tikhonov", "tv")
+
+
 def solve_all(cfg: LPNMethodConfig, op: LinearOperator, y: torch.Tensor, priors: dict[str, Any],
               truth: torch.Tensor | None = None) -> dict[str, Any]:
-    """PnP reconstructions of ``y`` with every prior in ``priors`` (name -> prox), same algorithm and settings."""
+    """PnP reconstructions of ``y`` with every prior in ``priors`` (name -> (prox, data scale)): the baselines
+    first, by ADMM from ``A^T y`` with ``baseline_rho``/``baseline_iters``; then the learned priors with the
+    configured algorithm, from ``pnp.start``."""
     from .pnp import pnp_admm, pnp_pgd
 
     p = cfg.pnp
     out = {}
-    for name, (prox, scale) in priors.items():
+    for name in sorted(priors, key=lambda k: k not in BASELINES):
+        prox, scale = priors[name]
+        if name in BASELINES:
+            out[name] = pnp_admm(op, y, prox, rho=p.baseline_rho, scale=scale, iters=p.baseline_iters,
+                                 cg_iter=p.cg_iter, truth=truth)
+            continue
+        x0 = None
+        if p.start != "adjoint":
+            if p.start not in out:
+                raise CaseError(f"the learned prior starts from the {p.start} reconstruction, but that baseline is "
+                                "switched off", field="method.pnp.start",
+                                fix=f"set method.baselines.{p.start} to a weight, or start: adjoint")
+            x0 = out[p.start].x
         if p.algorithm == "admm":
-            out[name] = pnp_admm(op, y, prox, rho=p.rho, scale=scale, iters=p.iters, cg_iter=p.cg_iter, truth=truth)
+            out[name] = pnp_admm(op, y, prox, rho=p.rho, scale=scale, iters=p.iters, cg_iter=p.cg_iter, truth=truth,
+                                 x0=x0)
         else:
-            out[name] = pnp_pgd(op, y, prox, step=p.step, scale=scale, iters=p.iters, truth=truth)
+            out[name] = pnp_pgd(op, y, prox, step=p.step, scale=scale, iters=p.iters, truth=truth, x0=x0)
     return out
 
 
