@@ -375,7 +375,7 @@ def sampler_for(config: PINNConfig, region: Region, seed: int) -> Sampler:
         if s.uniform_share is not None:
             opts["uniform_share"] = s.uniform_share
     elif s.importance_weights:
-        raise CaseError("importance weights r^2/p need a flow sampler", field="method.sampler.importance_weights",
+        raise CaseError("importance weights 1/q need a flow sampler", field="method.sampler.importance_weights",
                         fix="use sampler type das or aas, or importance_weights: false")
     return make_sampler(kind, region, **opts)
 

@@ -94,7 +94,7 @@ class Sampler:
     seed: int = 0
     mode: str = "replace"
     rng: np.random.Generator = field(init=False, repr=False)
-    #: importance weights of the current points (``r^2 / q`` samplers fill it), or None
+    #: importance weights ``1 / q`` of the current points, mean 1 (flow samplers with importance_weights), or None
     weights: np.ndarray | None = field(default=None, init=False, repr=False)
     history: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
 
@@ -192,14 +192,16 @@ class FlowSampler(Sampler):
             self._reset_flow()
             x = self.region.uniform(self.points, self.rng)
             self._q = np.full(len(x), 1.0 / self._volume)
+            self.weights = None if self.weights is None else np.ones(len(x))
             return x
         x = np.vstack([x_flow, self.region.uniform(n_uniform, self.rng)])
         # the density the points were drawn from (the mixture), for the next importance weights
         share = n_uniform / self.points
         self._q = share / self._volume + (1 - share) * np.exp(self.log_prob(x))
         if self.importance_weights:
-            r2 = residual(x) ** 2
-            w = r2 / self._q
+            # the DAS loss mean(r^2 / q) over x ~ q: an unbiased estimate of the integral of r^2 over the domain
+            # (uniform measure), so concentrating points lowers its variance without re-weighting the loss
+            w = 1.0 / self._q
             self.weights = w / w.mean()
         return x
 
