@@ -38,8 +38,8 @@ from .odil import DiscreteProblem, gradient_descent, march
 #: hinge bounds of the scalars (GliODIL's code); ``rho`` has only a lower bound
 BOUNDS = {"D": (0.01, 10.0), "rho": (0.02, np.inf), "ratio": (10.0, 1000.0), "th_down": (0.2, 0.5),
           "th_up": (0.5, 0.85)}
-#: loss weights (GliODIL's without PET; ``pde`` acts on the residual times dt, see :func:`infer`)
-WEIGHTS = {"pde": 2400.0, "ic": 1000.0, "seg": 12.0, "range": 1.0, "csf": 0.01, "bounds": 1.0}
+#: GliODIL's loss weights (its code, without PET): multipliers of the *residuals*, as in ODIL, see :func:`loss_weights`
+WEIGHTS = {"pde": 2400.0, "ic": 1000.0, "seg": 4.0, "range": 1.0, "csf": 0.01, "bounds": 1.0}
 SEED_PEAK, SEED_DT = 0.58, 15.0     # the seed: peak of M / (4 pi Dt)^(3/2) exp(-r^2 / (4 Dt)) for M = 1500, Dt = 15
 
 
@@ -211,8 +211,7 @@ def _residual(pde: FisherKPP, grid: Grid, labels: np.ndarray, brain: np.ndarray)
     names = list(BOUNDS)
 
     def residual(view: StencilView) -> dict[str, torch.Tensor]:
-        out = pde.discrete_residual(grid, view)
-        out["pde"] = out.pop("pde") * grid.dt
+        out = pde.discrete_residual(grid, view)       # pde in 1/day (mm, days: GliODIL's units)
         u0 = view.get("u", rows_ic)
         centre = [view.param(f"x{a}", rows_ic) for a in range(dim)]
         out["ic"] = u0 - seed_density([view.tensor(pts[a][None]) for a in range(dim)], centre)
@@ -225,14 +224,13 @@ def _residual(pde: FisherKPP, grid: Grid, labels: np.ndarray, brain: np.ndarray)
         u = view.get("u", rows_all)
         out["range"] = relu(-u) + relu(u - 1)
         out["csf"] = u * view.tensor(csf)
-        k = (np.arange(len(names)),)
+        one = (np.zeros(1, dtype=int),)
         terms = []
-        for i, name in enumerate(names):
-            p = view.param(name, k)
-            p = p[i] if p.ndim else p
+        for name in names:
+            p = view.param(name, one)
             lo, hi = BOUNDS[name]
             terms.append(relu(lo - p) + (relu(p - hi) if np.isfinite(hi) else 0 * p))
-        out["bounds"] = torch.stack(terms)
+        out["bounds"] = sum(terms)                    # one residual: the sum of the hinges (GliODIL's param_loss)
         return out
 
     return residual
@@ -262,13 +260,33 @@ def forward(wm: np.ndarray, gm: np.ndarray, grid: Grid, params: dict[str, float]
     return march(pde, start)
 
 
+def loss_weights(grid: Grid, weights: dict[str, float] | None = None) -> dict[str, float]:
+    """GliODIL's residual multipliers as weights of :class:`DiscreteProblem` groups (``weight * mean(r**2)``).
+
+    GliODIL's loss is ``sum_g mean((w_g r_g)**2)`` where every group is an array over the *whole* space-time grid,
+    zero outside its time levels (initial condition: level 0; segmentation: the last level; PDE: all but level 0).
+    Our groups hold only their own levels, so the weight of a group is ``w_g**2 * (its levels / all levels)``.
+
+    Args:
+        grid: the space-time grid.
+        weights: overrides of :data:`WEIGHTS` (residual multipliers, as in the paper's code).
+
+    Returns:
+        The weight of each group.
+    """
+    w = {**WEIGHTS, **(weights or {})}
+    share = {"pde": grid.steps / grid.levels, "ic": 1 / grid.levels, "seg": 1 / grid.levels}
+    return {g: v**2 * share.get(g, 1.0) for g, v in w.items()}
+
+
 def gliodil_problem(wm: np.ndarray, gm: np.ndarray, labels: np.ndarray, grid: Grid, u: np.ndarray,
                     params: dict[str, float], weights: dict[str, float] | None = None) -> DiscreteProblem:
-    """The GliODIL loss as a :class:`DiscreteProblem`, starting from the field ``u`` and the scalars ``params``."""
+    """The GliODIL loss as a :class:`DiscreteProblem`, starting from the field ``u`` and the scalars ``params``;
+    ``weights`` override the residual multipliers :data:`WEIGHTS` (see :func:`loss_weights`)."""
     pde = FisherKPP(D=1.0, rho=1.0, t_end=grid.t_end, dim=grid.dim)
     pde.tissue_cells = (wm, gm)
     residual = _residual(pde, grid, labels, (wm + gm) >= CSF_THRESHOLD)
-    return DiscreteProblem({"u": u}, params, residual, {**WEIGHTS, **(weights or {})})
+    return DiscreteProblem({"u": u}, params, residual, loss_weights(grid, weights))
 
 
 def scalar_rates(lr: float, dim: int) -> dict[str, float]:
@@ -283,7 +301,7 @@ def infer(wm: np.ndarray, gm: np.ndarray, labels: np.ndarray, grid: Grid, *, ite
           lr: float = 2e-3, weights: dict[str, float] | None = None, progress=SILENT) -> Inference:
     """GliODIL inference: Adam on the multigrid decomposition from a forward-run initial guess.
 
-    The PDE residual is multiplied by ``dt`` (a per-step change of density, as in GliODIL's grid units).
+    The loss is GliODIL's (:func:`loss_weights`: the paper code's residual multipliers, the PDE residual in 1/day).
     Scalars that end on a hinge bound are listed in ``Inference.at_bounds``: the hinge is a penalty, so a
     parameter may sit slightly outside its interval, and the report says so rather than clipping it.
     """
