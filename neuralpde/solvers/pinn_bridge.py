@@ -497,13 +497,18 @@ def build_model(problem: Any, config: PINNConfig, region: Region, sampler: Sampl
     return dde.Model(data, net)
 
 
-def train_pinn(problem: Any, reference: Any, config: PINNConfig, ctx: RunContext) -> MethodResult:
-    """Train the PINN stage by stage, then evaluate it on the reference mesh (or against ``exact``)."""
+def train_pinn(problem: Any, reference: Any, config: PINNConfig, ctx: RunContext,
+               sampler: Sampler | None = None) -> MethodResult:
+    """Train the PINN stage by stage, then evaluate it on the reference mesh (or against ``exact``).
+
+    ``sampler`` replaces the one ``config.sampler`` describes (any :class:`~.sampling.Sampler`, e.g. a fixed
+    point set for a diagnostic); ``config.sampler`` still gives the stages and boundary points.
+    """
     dde = deepxde()
     if ctx.device.startswith("cuda"):
         torch.set_default_device(ctx.device)
     region = region_for(problem.domain)
-    sampler = sampler_for(config, region, ctx.seed)
+    sampler = sampler or sampler_for(config, region, ctx.seed)
     model = build_model(problem, config, region, sampler, ctx.seed)
     training = Training()
     t = config.train
