@@ -119,12 +119,9 @@ class MongeAmpereConfig(Strict):
     rtol: float = Field(1e-8, gt=0, lt=1)
 
 
-class DMMTrainConfig(Strict):
-    """DMM training on a solution family (``front`` or ``ring``); the checkpoint is reused when it matches."""
+class DMMFitConfig(Strict):
+    """The DMM network and its data-free training: Adam ``steps`` on ``batch`` monitors x ``points`` points."""
 
-    type: Literal["dmm"] = "dmm"
-    family: Literal["front", "ring"] = "ring"
-    members: int = Field(64, ge=1)
     steps: int = Field(1500, ge=1)
     batch: int = Field(8, ge=1)
     points: int = Field(128, ge=8)
@@ -132,8 +129,16 @@ class DMMTrainConfig(Strict):
     width: int = Field(64, ge=4)
     trunk: list[int] = [64]
     decoder: list[int] = [64, 64]
-    samples: int = Field(129, ge=17)
     checkpoint: str | None = None
+
+
+class DMMTrainConfig(DMMFitConfig):
+    """DMM training on a solution family (``front`` or ``ring``); the checkpoint is reused when it matches."""
+
+    type: Literal["dmm"] = "dmm"
+    family: Literal["front", "ring"] = "ring"
+    members: int = Field(64, ge=1)
+    samples: int = Field(129, ge=17)
 
 
 class FEMOnMeshConfig(Strict):

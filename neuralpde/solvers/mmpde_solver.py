@@ -36,6 +36,7 @@ from ..meshes.quality import signed_areas
 from ..operators.mpnn import MPNN, ItpNet, ItpNetConfig, MPNNConfig, mesh_edges
 from .burgers_data import BurgersDataConfig, cache_key, info, load_or_generate
 from .method import Method, MethodConfig, MethodResult, RunContext, Strict, register
+from .mmpde import DMMFitConfig
 
 
 def grid_p1(values: torch.Tensor, points: torch.Tensor, n: int) -> torch.Tensor:
@@ -306,19 +307,16 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 # ---- the case-file method ----------------------------------------------------------------------------------
 
 
-class DMMSection(Strict):
-    """The frozen mesh mover: trained data-free on the training states (or loaded from ``checkpoint``)."""
+class DMMSection(DMMFitConfig):
+    """The frozen mesh mover: trained data-free on the training states (or loaded from ``checkpoint``); smaller
+    and shorter than the mesh-mover benchmark's by default."""
 
     steps: int = Field(400, ge=1)
-    batch: int = Field(8, ge=1)
-    points: int = Field(128, ge=8)
-    lr: float = Field(2e-3, gt=0)
     width: int = Field(32, ge=4)
     trunk: list[int] = [32]
     decoder: list[int] = [32, 32]
     monitor: Literal["hessian", "arclength", "dmm"] = "hessian"
     monitor_resolution: int = Field(65, ge=17)
-    checkpoint: str | None = None
 
 
 class NetworkSection(Strict):
