@@ -235,18 +235,22 @@ def test_hard_bc_lift_reads_the_data_only_on_the_boundary():
     assert abs(float(lift[2]) - 1.0) < 1e-6      # by symmetry the four faces' 1 +- y, 1 +- x average to 1
 
 
+def _small_pinn_case(tmp_path, exact, boundary, *, boundary_points=60, steps=200, output=""):
+    """A 16x16 RAD PINN for -laplace u = 2 on [-1, 1]^2 (3 stages of ``steps``), run end to end: its metrics."""
+    case = npde.load_case_text(
+        "name: small\npde: {type: poisson, source: 2}\ndomain: {type: rectangle, bounds: [[-1, 1], [-1, 1]]}\n"
+        f"exact: '{exact}'\nboundary:\n{boundary}reference: {{cells: [8, 8]}}\n"
+        "method: {type: pinn, network: {layers: [16, 16]}, eval_points: 2000,\n"
+        f"  sampler: {{type: rad, points: 150, stages: 3, boundary_points: {boundary_points}, candidates: 1000}},\n"
+        f"  train: {{adam_steps: {steps}, lr: 0.005, display_every: 50}}}}\n{output}seed: 1\n")
+    return npde.run(case, out=tmp_path, progress=False).metrics["method"]
+
+
 @pytest.mark.usefixtures("one_torch_thread")
 def test_pinn_solves_a_smooth_problem_end_to_end(tmp_path):
     """-laplace u = 2 on [-1, 1]^2 with u = 1 - x^2: a small PINN gets within a few percent (vs exact and FEM)."""
-    case = npde.load_case_text(
-        "name: smooth\npde: {type: poisson, source: 2}\ndomain: {type: rectangle, bounds: [[-1, 1], [-1, 1]]}\n"
-        "exact: '1 - x**2'\nboundary: [{where: all, dirichlet: exact}]\nreference: {cells: [8, 8]}\n"
-        "method: {type: pinn, network: {layers: [16, 16]}, eval_points: 2000,\n"
-        "  sampler: {type: rad, points: 150, stages: 3, boundary_points: 60, candidates: 1000},\n"
-        "  train: {adam_steps: 200, lr: 0.005, display_every: 50}}\n"
-        "output: {plots: [error, samples, pinn_error]}\nseed: 1\n")
-    result = npde.run(case, out=tmp_path, progress=False)
-    m = result.metrics["method"]
+    m = _small_pinn_case(tmp_path, "1 - x**2", "  - {where: all, dirichlet: exact}\n",
+                         output="output: {plots: [error, samples, pinn_error]}\n")
     assert m["vs_reference"]["rel_l2"] < 0.08 and m["mc_vs_exact"]["rel_l2"] < 0.08
     assert m["collocation_points"] == [150, 150, 150]
     assert (tmp_path / "samples.png").stat().st_size > 1000 and (tmp_path / "error.png").exists()
@@ -268,16 +272,9 @@ def test_boundary_normals_point_outward_on_boxes_polygons_and_hypercubes():
 @pytest.mark.usefixtures("one_torch_thread")
 def test_pinn_with_neumann_and_robin_conditions_matches_the_fem_reference(tmp_path):
     """-laplace u = 2, u = 1 + x - x^2: u = -1 at x = -1, du/dn = 0 at y = +-1, du/dn + 2 u = 1 at x = 1."""
-    case = npde.load_case_text(
-        "name: mixed\npde: {type: poisson, source: 2}\ndomain: {type: rectangle, bounds: [[-1, 1], [-1, 1]]}\n"
-        "exact: '1 + x - x**2'\nboundary:\n  - {where: left, dirichlet: -1}\n  - {where: top, neumann: 0}\n"
-        "  - {where: bottom, neumann: 0}\n  - {where: right, robin: {value: 1, alpha: 2}}\n"
-        "reference: {cells: [8, 8]}\n"
-        "method: {type: pinn, network: {layers: [16, 16]}, eval_points: 2000,\n"
-        "  sampler: {type: rad, points: 150, stages: 3, boundary_points: 120, candidates: 1000},\n"
-        "  train: {adam_steps: 300, lr: 0.005, display_every: 100}}\nseed: 1\n")
-    result = npde.run(case, out=tmp_path, progress=False)
-    m = result.metrics["method"]
+    m = _small_pinn_case(tmp_path, "1 + x - x**2", "  - {where: left, dirichlet: -1}\n  - {where: top, neumann: 0}\n"
+                         "  - {where: bottom, neumann: 0}\n  - {where: right, robin: {value: 1, alpha: 2}}\n",
+                         boundary_points=120, steps=300)
     assert m["vs_reference"]["rel_l2"] < 0.08 and m["mc_vs_exact"]["rel_l2"] < 0.08
 
 
