@@ -13,6 +13,7 @@ validation error, resumes from its last checkpoint, and runs data-parallel under
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import time
@@ -169,6 +170,9 @@ class Distributed:
 
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+            # tear the group down before the interpreter does: a live gloo group at exit ends the process with
+            # "terminate called without an active exception" (SIGABRT) now and then
+            atexit.register(_destroy_group)
         return cls(dist.get_rank(), dist.get_world_size())
 
     def mean(self, value: float) -> float:
@@ -179,6 +183,13 @@ class Distributed:
         t = torch.tensor([value], dtype=torch.float64)
         dist.all_reduce(t)
         return float(t.item()) / self.world
+
+
+def _destroy_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------- training
