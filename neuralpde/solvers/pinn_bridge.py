@@ -124,6 +124,11 @@ def boundary_points(problem: Any, n: int, rng: np.random.Generator) -> list[tupl
     if not problem.bcs or n == 0:
         return []
     x, owner, _ = boundary_samples(problem, n, rng)
+    return dirichlet_sets(problem, x, owner)
+
+
+def dirichlet_sets(problem: Any, x: np.ndarray, owner: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The Dirichlet conditions at the points :func:`boundary_samples` gave them: ``[(x, g(x)), ...]``."""
     out = []
     for i, bc in enumerate(problem.bcs):
         pts = x[owner == i]
@@ -144,16 +149,13 @@ class FluxPoints:
     g: np.ndarray
 
 
-def flux_points(problem: Any, n: int, rng: np.random.Generator) -> list[FluxPoints]:
-    """The Neumann and Robin conditions at ``n`` boundary points (the same draw as :func:`boundary_points`
-    for the same ``rng`` state), with the PDE's diffusion coefficient ``k`` at the points.
+def flux_sets(problem: Any, x: np.ndarray, owner: np.ndarray, normal: np.ndarray) -> list[FluxPoints]:
+    """The Neumann and Robin conditions at the points :func:`boundary_samples` gave them, with the PDE's
+    diffusion coefficient ``k`` there.
 
     Raises:
         CaseError: a Neumann/Robin condition on a PDE without a diffusion coefficient ``k``.
     """
-    if n == 0 or not any(bc.kind != "dirichlet" for bc in problem.bcs):
-        return []
-    x, owner, normal = boundary_samples(problem, n, rng)
     pde = problem.pde
     params = getattr(pde, "params", {})
     out = []
@@ -473,12 +475,11 @@ def build_model(problem: Any, config: PINNConfig, region: Region, sampler: Sampl
     geom = geometry_for(problem.domain)
     rng = np.random.default_rng(seed + 1)
     bcs: list[Any] = []
-    if not config.hard_bc:
-        n, state = config.sampler.boundary_points, rng.bit_generator.state
-        bcs = [dde.icbc.PointSetBC(x.astype(np.float32), g.astype(np.float32), shuffle=False)
-               for x, g in boundary_points(problem, n, rng)]
-        rng.bit_generator.state = state        # the same points: each condition takes its own share of them
-        bcs += [FluxBC(p) for p in flux_points(problem, n, rng)]
+    if not config.hard_bc and problem.bcs and config.sampler.boundary_points:
+        x, owner, normal = boundary_samples(problem, config.sampler.boundary_points, rng)
+        bcs = [dde.icbc.PointSetBC(pts.astype(np.float32), g.astype(np.float32), shuffle=False)
+               for pts, g in dirichlet_sets(problem, x, owner)]
+        bcs += [FluxBC(p) for p in flux_sets(problem, x, owner, normal)]
     x0 = sampler.initial().astype(np.float32)
     aux = None
     if config.sampler.importance_weights:

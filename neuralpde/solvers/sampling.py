@@ -172,7 +172,7 @@ class FlowSampler(Sampler):
         with torch.no_grad():
             return self.flow.log_prob(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
 
-    def _draw(self, residual: Residual, stage: int) -> np.ndarray:
+    def _draw(self, stage: int) -> np.ndarray:
         """Flow samples inside the region plus the uniform share; on collapse, uniform only (and a reset)."""
         n_uniform = int(round(self.uniform_share * self.points))
         n_flow = self.points - n_uniform
@@ -235,7 +235,7 @@ class DASSampler(FlowSampler):
             self.opt.step()
             losses.append(float(loss.detach()))
         self.history.append({"stage": stage, "flow_loss": losses[-1] if losses else None})
-        return self._draw(residual, stage)
+        return self._draw(stage)
 
 
 @dataclass
@@ -249,7 +249,7 @@ class AASSampler(FlowSampler):
         for _ in range(self.flow_steps):
             losses.append(adversarial_step(self.flow, self.opt, residual, self.batch, self.beta, self.torch_gen))
         self.history.append({"stage": stage, "flow_loss": losses[-1] if losses else None})
-        return self._draw(residual, stage)
+        return self._draw(stage)
 
 
 def adversarial_step(flow: BoundedFlow, opt: torch.optim.Optimizer, residual: Residual, batch: int, beta: float,
