@@ -45,9 +45,9 @@ PEAK = "exp(-1000*((x - 0.5)**2 + (y - 0.5)**2))"
 TWO_PEAKS = PEAK + " + exp(-1000*((x + 0.5)**2 + (y + 0.5)**2))"
 
 FULL = {"layers": [32] * 6, "stages": 5, "steps": 2000, "points": 1000, "boundary": 400, "flow_steps": 300,
-        "candidates": 10000, "add": 100, "seeds": 3, "ref_cells": 256, "hard_bc": True}
+        "candidates": 10000, "add": 100, "seeds": 3, "ref_cells": 256}
 QUICK = {"layers": [32] * 4, "stages": 3, "steps": 300, "points": 400, "boundary": 160, "flow_steps": 40,
-         "candidates": 4000, "add": 40, "seeds": 3, "ref_cells": 64, "hard_bc": True}
+         "candidates": 4000, "add": 40, "seeds": 3, "ref_cells": 64}
 
 
 def problem(name: str) -> Any:
