@@ -317,15 +317,20 @@ def main(argv: list[str] | None = None) -> int:
               "protocol": " ".join(__doc__.split("Usage::")[0].split("\n\n")[1:]).replace("\n", " ").strip(),
               "overrides": base, "srnode_lam": args.srnode_lam, "ernode_lam": args.ernode_lam, "seeds": list(seeds),
               "wall_time_s": time.perf_counter() - started, "summary": summarise(records), "runs": records}
-    if "spiral" in args.cases:
-        report["spiral_truth"] = spiral_truth(list(seeds))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    return finish(report, args.out, list(seeds) if "spiral" in args.cases else [])
+
+
+def finish(report: dict[str, Any], out: str | Path, spiral_seeds: list[int]) -> int:
+    """The true spiral's cost on ``spiral_seeds`` (if any), the plots, ``<out>.json`` and ``<out>.md``."""
     from neuralpde.fileio import write_text
 
-    report["stem"] = Path(args.out).name
-    report["plots"] = [p.name for p in plots(records, Path(args.out), report.get("spiral_truth"))]
-    write_text(Path(f"{args.out}.json"), to_json(report))
-    write_text(Path(f"{args.out}.md"), markdown(report))
+    if spiral_seeds:
+        report["spiral_truth"] = spiral_truth(spiral_seeds)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    report["stem"] = Path(out).name
+    report["plots"] = [p.name for p in plots(report["runs"], Path(out), report.get("spiral_truth"))]
+    write_text(Path(f"{out}.json"), to_json(report))
+    write_text(Path(f"{out}.md"), markdown(report))
     print(markdown(report))
     return 0
 
@@ -350,8 +355,6 @@ def combine(paths: list[Path], args: argparse.Namespace, argv: list[str] | None)
 
     Runs made with ``--ernode-lam`` become modes of their own (``ernode λ 0.1→0.01``): a λ sweep.
     """
-    from neuralpde.fileio import write_text
-
     parts = [json.loads(p.read_text()) for p in paths]
     for part in parts:
         if part.get("ernode_lam"):
@@ -363,14 +366,7 @@ def combine(paths: list[Path], args: argparse.Namespace, argv: list[str] | None)
               "date": max(part["date"] for part in parts),  # when the last part finished
               "wall_time_s": max(part["wall_time_s"] for part in parts), "summary": summarise(records),
               "runs": records}
-    if any(r["case"] == "spiral" for r in records):
-        report["spiral_truth"] = spiral_truth(sorted({r["seed"] for r in records if r["case"] == "spiral"}))
-    report["stem"] = Path(args.out).name
-    report["plots"] = [p.name for p in plots(records, Path(args.out), report.get("spiral_truth"))]
-    write_text(Path(f"{args.out}.json"), to_json(report))
-    write_text(Path(f"{args.out}.md"), markdown(report))
-    print(markdown(report))
-    return 0
+    return finish(report, args.out, sorted({r["seed"] for r in records if r["case"] == "spiral"}))
 
 
 def _cores() -> int:
