@@ -156,7 +156,6 @@ def gliodil_patient(seed: int, dim: int, cells: int, steps: int, size_mm: float,
         dice,
         forward,
         infer,
-        initial_guess,
         synthetic_patient,
     )
 
@@ -166,8 +165,7 @@ def gliodil_patient(seed: int, dim: int, cells: int, steps: int, size_mm: float,
     r = infer(p.wm, p.gm, p.labels, p.grid, iterations=iterations, weights=GLIODIL_WEIGHTS)
     t2 = time.process_time()
     refined = forward(p.wm, p.gm, p.grid, r.params)[-1]
-    guess = initial_guess(p.wm, p.gm, p.labels, p.grid)["u"][-1]
-    densities = {"odil": r.density, "forward": refined, "init": guess, "oracle": p.truth}
+    densities = {"odil": r.density, "forward": refined, "init": r.initial_density, "oracle": p.truth}
     plans = {k: compare_plans(d, p.labels, p.truth, p.wm + p.gm, p.grid, margin_mm=MARGIN_MM,
                               recurrence=p.recurrence) for k, d in densities.items()}
     if picture is not None and dim == 2:

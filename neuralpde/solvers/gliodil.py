@@ -60,13 +60,15 @@ class Patient:
 
 @dataclass
 class Inference:
-    """GliODIL's answer: the final density, the inferred scalars, the loss history and bound reports."""
+    """GliODIL's answer: the final density, the inferred scalars, the loss history and bound reports, and the
+    final density of the initial guess (the forward run inference started from: a no-inference baseline)."""
 
     density: np.ndarray
     params: dict[str, float]
     history: list[dict] = dataclass_field(default_factory=list)
     at_bounds: list[str] = dataclass_field(default_factory=list)
     time_s: float = 0.0
+    initial_density: np.ndarray | None = None
 
 
 def brats_labels(seg: np.ndarray) -> np.ndarray:
@@ -314,7 +316,8 @@ def infer(wm: np.ndarray, gm: np.ndarray, labels: np.ndarray, grid: Grid, *, ite
     fields, params = problem.unpack(x)
     values = {k: float(v) for k, v in params.items()}
     at_bounds = [k for k, (lo, hi) in BOUNDS.items() if not lo <= values[k] <= hi]
-    return Inference(fields["u"].numpy()[-1], values, history, at_bounds, time.perf_counter() - t0)
+    return Inference(fields["u"].numpy()[-1], values, history, at_bounds, time.perf_counter() - t0,
+                     initial_density=guess["u"][-1])
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
