@@ -68,6 +68,7 @@ from neuralpde.solvers.pnp import (  # noqa: E402
     pnp_admm,
     psnr,
     rel_l2,
+    tikhonov_direct,
 )
 
 RESULTS = ROOT / "docs" / "results"
@@ -149,17 +150,6 @@ def solve(op, y, name: str, weight: Any, nets: dict, noise: float, n: int, truth
     return pnp_admm(op, y, prox, rho=BASE_RHO, scale=scale, iters=iters or BASE_ITERS, cg_iter=30, truth=truth)
 
 
-def direct_tikhonov(op, ys: list[torch.Tensor], lam: float, n: int) -> list[torch.Tensor]:
-    """``(A^T A + lam grad^T grad) x = A^T y`` for each ``y`` by a dense solve (the check that ADMM converged for
-    Tikhonov)."""
-    from neuralpde.solvers.pnp import _laplacian
-
-    eye = torch.eye(n * n, dtype=DTYPE)
-    ata = torch.stack([op.adjoint(op(e)) for e in eye], dim=1)
-    lap = torch.stack([_laplacian(e.reshape(n, n)).reshape(-1) for e in eye], dim=1)
-    return [torch.linalg.solve(ata + lam * lap, op.adjoint(y)) for y in ys]
-
-
 def observe(op, truth: torch.Tensor, noise: float, gen: torch.Generator) -> torch.Tensor:
     clean = op(truth)
     return clean + noise * torch.randn(clean.shape, generator=gen, dtype=DTYPE)
@@ -234,7 +224,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         panels[name] = r.x.reshape(n, n).numpy()
                 if name == "tikhonov":      # the ADMM answer against the direct solve of the normal equations
                     direct = [psnr(x, t, data_range=1.0)
-                              for x, t in zip(direct_tikhonov(op, ys_test, best, n), test, strict=True)]
+                              for x, t in zip(tikhonov_direct(op, ys_test, best, (n, n)), test, strict=True)]
                     row["tikhonov_direct_psnr_mean"] = float(np.mean(direct))
                 row[name] = {"weight": list(best) if name in LEARNED else best, "at_grid_edge": at_edge(name, best),
                              "validation_psnr": dict(zip(map(str, choices), scores, strict=True)),

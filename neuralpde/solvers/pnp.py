@@ -183,6 +183,17 @@ def _laplacian(u: torch.Tensor) -> torch.Tensor:
     return -_div(*_grad(u))
 
 
+def tikhonov_direct(op: Any, ys: list[torch.Tensor], lam: float, shape: tuple[int, int]) -> list[torch.Tensor]:
+    """The minimisers of ``1/2 ||A x - y||^2 + lam/2 ||grad x||^2`` (the gradient of :class:`Tikhonov` on a grid
+    ``shape``) for each ``y``, by a dense solve of ``(A^T A + lam grad^T grad) x = A^T y``: small grids only, as
+    the check that an iterative solve reached the minimiser."""
+    op = as_operator(op, shape[0] * shape[1])
+    eye = torch.eye(shape[0] * shape[1], dtype=ys[0].dtype)
+    ata = torch.stack([op.adjoint(op(e)) for e in eye], dim=1)
+    lap = torch.stack([_laplacian(e.reshape(shape)).reshape(-1) for e in eye], dim=1)
+    return [torch.linalg.solve(ata + lam * lap, op.adjoint(y)) for y in ys]
+
+
 class TotalVariation:
     """Prox of ``lam TV(x)`` (isotropic) on a grid ``shape``, by Chambolle's dual projection (2004)."""
 
