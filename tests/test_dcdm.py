@@ -41,6 +41,7 @@ def scipy_cg_iterations(A, b, rtol, M=None) -> int:
 def one_thread():
     """One torch thread: on a shared 2-core machine it is several times faster than two."""
     before = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, PositiveInt
 
 from ..config import Strict
 from ..errors import CaseError, MeshError, SolverError
@@ -141,6 +141,9 @@ class SolveConfig(Strict):
     atol: float = Field(0.0, ge=0)
     max_it: int = Field(300, ge=1)
     k: int = Field(2, ge=1)
+    #: 1: the paper's direction ``f(r)``; ``auto`` or N: the same network on N coarser lattices as well,
+    #: combined by a Galerkin solve (:mod:`neuralpde.solvers.dcdm_levels`; size-independent counts)
+    levels: Literal["auto"] | PositiveInt = 1
     baselines: list[Literal["cg", "jacobi", "ic0", "amg"]] = ["cg", "jacobi", "ic0", "amg"]
 
 
@@ -180,6 +183,16 @@ def network_for(path: str | Path, grid: Any, *, transfer: bool, device: str, fie
         raise exc.located(field=field) from None
 
 
+def direction_for(net: Any, grid: Any, A: Any, levels: int | str, device: str) -> Direction:
+    """The network's direction on ``grid``: the paper's (``levels=1``) or the multilevel one."""
+    from .dcdm_levels import MultilevelDirection
+    from .dcdm_train import NetworkDirection
+
+    if levels == 1:
+        return NetworkDirection(net, grid, device)
+    return MultilevelDirection(net, grid, A, levels, device=device)
+
+
 def reference_solve(backend: Any, problem: Any, mesh: Any, degree: int, options: Any) -> FEMSolution:
     """The FEM reference's stationary solve with DCDM (``reference.solver: {type: dcdm, checkpoint: ...}``).
 
@@ -197,10 +210,9 @@ def reference_solve(backend: Any, problem: Any, mesh: Any, degree: int, options:
     A, b, free, x = backend.linear_system(problem, mesh, degree)
     grid = grid_of(mesh, free, degree, "reference.solver.type")
     t1 = time.perf_counter()
-    from .dcdm_train import NetworkDirection
-
     net, _ = network_for(options.checkpoint, grid, transfer=True, device="cpu", field="reference.solver.checkpoint")
-    rep = dcdm(A, b, NetworkDirection(net, grid), rtol=options.rtol, atol=options.atol, max_it=options.max_it)
+    rep = dcdm(A, b, direction_for(net, grid, A, getattr(options, "levels", 1), "cpu"), rtol=options.rtol,
+               atol=options.atol, max_it=options.max_it)
     if not rep.converged:
         raise SolverError(f"DCDM did not converge in {options.max_it} iterations (relative residual "
                           f"{rep.relative_residual:.2e})", field="reference.solver",
@@ -222,7 +234,6 @@ class DCDMMethod(Method):
 
     def run(self, problem: Any, reference: FEMSolution | None, ctx: RunContext) -> MethodResult:
         from ..operators.dcdm_net import DCDMNet
-        from .dcdm_train import NetworkDirection
 
         cfg: DCDMConfig = self.config
         seed_everything(ctx.seed)
@@ -246,8 +257,11 @@ class DCDMMethod(Method):
         metrics["parameters"] = net.num_parameters()
         metrics["train_s"] = time.perf_counter() - t0
         s = cfg.solve
-        reports = [dcdm(A, b, NetworkDirection(net, grid, ctx.device), rtol=s.rtol, atol=s.atol, max_it=s.max_it,
-                        k=s.k)]
+        reports = [dcdm(A, b, direction_for(net, grid, A, s.levels, ctx.device), rtol=s.rtol, atol=s.atol,
+                        max_it=s.max_it, k=s.k, method="dcdm" if s.levels == 1 else "dcdm-ml")]
+        if s.levels != 1:        # the paper's single-level direction of the same network, for comparison
+            reports.append(dcdm(A, b, direction_for(net, grid, A, 1, ctx.device), rtol=s.rtol, atol=s.atol,
+                                max_it=s.max_it, k=s.k))
         reports += [solve(A, b, m, rtol=s.rtol, atol=s.atol, max_it=max(20 * s.max_it, 2000)) for m in s.baselines]
         metrics["solvers"] = {rep.method: rep.summary() for rep in reports}
         if not reports[0].converged:    # still a result (the metrics say so), but never a quiet one

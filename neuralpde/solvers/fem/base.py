@@ -29,6 +29,9 @@ class LinearSolverOptions:
     max_it: int = 2000
     preconditioner: str = "amg"
     checkpoint: str | None = None
+    #: DCDM only: 1 is the paper's direction, ``auto``/N applies the network on coarser lattices too
+    #: (:mod:`neuralpde.solvers.dcdm_levels`)
+    levels: int | str = 1
 
 
 @dataclass

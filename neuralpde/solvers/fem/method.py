@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, PositiveInt
 
 from ..method import Method, MethodResult, RunContext, Strict, register
 from .base import FEMSolution, LinearSolverOptions, TimeOptions, get_backend
@@ -23,6 +23,8 @@ class SolverConfig(Strict):
     max_it: int = Field(2000, ge=1)
     preconditioner: Literal["amg", "jacobi", "none"] = "amg"
     checkpoint: str | None = None
+    #: DCDM: 1 (the paper's direction) or ``auto``/N (the same network on coarser lattices as well)
+    levels: Literal["auto"] | PositiveInt = 1
 
     def options(self) -> LinearSolverOptions:
         return LinearSolverOptions(**self.model_dump())
