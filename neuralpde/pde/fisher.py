@@ -84,10 +84,15 @@ class FisherKPP(PDE):
         self.initial = initial_condition(initial, self.exact, self.params)
         #: tissue fractions on a grid (arrays of the grid's cell shape), set by GliODIL instead of wm/gm
         self.tissue_cells: tuple[np.ndarray, np.ndarray] | None = None
+        #: a data coefficient that replaces ``D_eff`` in the FEM reference (GliODIL's FEM forward sets a
+        #: :class:`~neuralpde.solvers.fem.coefficients.CellCoefficient` built from the tissue maps)
+        self.diffusivity_field: Any = None
 
     @property
     def diffusivity(self) -> Expression:
-        """``D_eff(x)`` as one expression (used by the FEM reference)."""
+        """``D_eff(x)`` as one expression (used by the FEM reference), or ``diffusivity_field`` when set."""
+        if self.diffusivity_field is not None:
+            return self.diffusivity_field
         if self.wm is None:
             return self.D
         wm, gm = self.wm.sympy, self.gm.sympy
@@ -115,7 +120,9 @@ class FisherKPP(PDE):
         """Stationary part ``F(u; v)`` with ``u_t + F = 0``: ``D grad u . grad v - rho u (1 - u) v``."""
         import ufl
 
-        D = self.diffusivity.ufl(x, params=self.params)
+        D = self.diffusivity
+        # a data coefficient has no formula: dolfinx gets it as a function on u's mesh (DG0 for a cell-wise one)
+        D = D.ufl_function(u.function_space) if hasattr(D, "ufl_function") else D.ufl(x, params=self.params)
         return D * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx - self.reaction(u) * v * ufl.dx
 
     def discrete_residual(self, grid: Any, u: Any) -> Any:

@@ -7,6 +7,7 @@ hinge terms tying the final density to the segmentation labels, range/CSF terms 
 the scalars (Balcerak et al., Nat. Commun. 2025)::
 
     patient = synthetic_patient(seed=0, dim=2, cells=32, size_mm=128, margin_mm=15)   # + a synthetic recurrence
+    # (the truth is grown by the P1 FEM reference: fem_forward; truth="fd" uses the inference's own model)
     result = infer(patient.wm, patient.gm, patient.labels, patient.grid, iterations=1500)
     plans = compare_plans(result.density, patient.labels, patient.truth, patient.wm + patient.gm, patient.grid,
                           recurrence=patient.recurrence)
@@ -20,6 +21,7 @@ Units: millimetres and days (D in mm^2/day, rho in 1/day, as in GliODIL's synthe
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any, Literal
@@ -29,9 +31,11 @@ import torch
 from pydantic import Field
 
 from ..errors import CaseError
+from ..meshes.mesh import Mesh
 from ..pde.fisher import CSF_THRESHOLD, FisherKPP
 from ..pde.stencils import Grid, StencilView
 from ..progress import SILENT
+from .fem.coefficients import CellCoefficient, NodalCoefficient
 from .method import Method, MethodConfig, MethodResult, RunContext, Strict, register
 from .odil import DiscreteProblem, gradient_descent, march
 
@@ -40,6 +44,9 @@ BOUNDS = {"D": (0.01, 10.0), "rho": (0.02, np.inf), "ratio": (10.0, 1000.0), "th
           "th_up": (0.5, 0.85)}
 #: GliODIL's loss weights (its code, without PET): multipliers of the *residuals*, as in ODIL, see :func:`loss_weights`
 WEIGHTS = {"pde": 2400.0, "ic": 1000.0, "seg": 4.0, "range": 1.0, "csf": 0.01, "bounds": 1.0}
+#: the longest time step (days) of a synthetic truth: Crank-Nicolson of the logistic term needs rho dt / 2 < 1 (else
+#: Newton's Jacobian at u = 0 is singular or indefinite); 2.5 days keeps it <= 0.25 for the cohort's rho <= 0.2
+TRUTH_MAX_DT = 2.5
 SEED_PEAK, SEED_DT = 0.58, 15.0     # the seed: peak of M / (4 pi Dt)^(3/2) exp(-r^2 / (4 Dt)) for M = 1500, Dt = 15
 
 
@@ -120,16 +127,23 @@ def tissue_maps(grid: Grid, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
 
 def synthetic_patient(seed: int = 0, dim: int = 2, cells: int = 48, steps: int = 48, days: float = 100.0,
                       size_mm: float = 96.0, label_noise: float = 0.02, margin_mm: float | None = None,
-                      max_days: float = 1000.0) -> Patient:
-    """A synthetic patient grown by the Crank-Nicolson forward model on a 2x finer time grid.
+                      max_days: float = 1000.0, truth: Literal["fem", "fd"] = "fem",
+                      backend: str = "skfem") -> Patient:
+    """A synthetic patient grown from a seed on a 2x finer time grid than ``steps`` (and steps of at most
+    :data:`TRUTH_MAX_DT` days).
 
     Parameters follow GliODIL's synthetic cohort (its generator: 1 mm voxels, 100 days, so ``D`` in mm^2/day and
     ``rho`` in 1/day): ``D, rho ~ U(0.035, 0.2)``, ``ratio ~ U(10, 30)``, ``th_up ~ U(0.45, 0.6)``,
-    ``th_down ~ U(0.15, 0.35)``, seed inside white or grey matter near the centre. Labels threshold the final
-    density plus Gaussian noise ``label_noise``. With ``margin_mm``, the tumour keeps growing (same model, same
-    time step, at most ``max_days`` more) until its visible part ``u >= th_down`` has the volume of the visible
-    tumour + ``margin_mm`` plan: that region is ``Patient.recurrence`` (the day is ``params["recurrence_days"]``).
+    ``th_down ~ U(0.15, 0.35)``, seed inside white or grey matter near the centre. ``truth="fem"`` grows the
+    tumour with the P1 finite-element reference (:func:`fem_forward`, ``backend`` scikit-fem or dolfinx), not with
+    the finite-volume model the inference uses; ``"fd"`` uses that model itself (faster, but an inverse crime).
+    Labels threshold the final density plus Gaussian noise ``label_noise``. With ``margin_mm``, the tumour keeps
+    growing (same model, same time step, at most ``max_days`` more) until its visible part ``u >= th_down`` has the
+    volume of the visible tumour + ``margin_mm`` plan: that region is ``Patient.recurrence`` (the day is
+    ``params["recurrence_days"]``).
     """
+    if truth not in ("fem", "fd"):
+        raise CaseError(f"unknown truth model {truth!r}", field="method.patient.truth", fix="use fem or fd")
     rng = np.random.default_rng(42000 + seed)
     grid = Grid([[0.0, size_mm]] * dim, [cells] * dim, t_end=days, steps=steps)
     for side in grid.sides.values():
@@ -143,43 +157,119 @@ def synthetic_patient(seed: int = 0, dim: int = 2, cells: int = 48, steps: int =
             break
     params = {"D": rng.uniform(0.035, 0.2), "rho": rng.uniform(0.035, 0.2), "ratio": rng.uniform(10, 30),
               "th_up": rng.uniform(0.45, 0.6), "th_down": rng.uniform(0.15, 0.35), "centre": centre.tolist()}
-    fine = Grid(grid.bounds, grid.cells, t_end=days, steps=2 * steps,
-                initial_values=seed_density(grid.points(), centre))
-    for side in fine.sides.values():
-        side.dirichlet[...] = False
-    pde = FisherKPP(D=params["D"], rho=params["rho"], ratio=params["ratio"], t_end=days, dim=dim)
-    pde.tissue_cells = (wm, gm)
-    truth = march(pde, fine)[-1]
-    observed = truth + label_noise * rng.standard_normal(truth.shape)
+    n = max(2 * steps, int(np.ceil(days / TRUTH_MAX_DT - 1e-9)))
+    dt = days / n
+    advance = growth_model(truth, wm, gm, grid, params, dt, backend)
+    truth_u = advance(seed_density(grid.points(), centre), n)[-1]
+    observed = truth_u + label_noise * rng.standard_normal(truth_u.shape)
     brain = (wm + gm) >= CSF_THRESHOLD
     labels = np.where(observed >= params["th_up"], 2, np.where(observed >= params["th_down"], 1, 0)) * brain
     recurrence = None
     if margin_mm is not None:
         volume = int(margin_plan(labels, brain, grid, margin_mm).sum())
-        recurrence, params["recurrence_days"] = grow_to_volume(pde, fine, truth, params["th_down"], brain, volume,
-                                                               max_days)
-    return Patient(wm, gm, truth, labels.astype(np.int8), params, grid, recurrence)
+        recurrence, params["recurrence_days"] = grow_to_volume(advance, dt, truth_u, params["th_down"], brain,
+                                                               volume, max_days)
+    return Patient(wm, gm, truth_u, labels.astype(np.int8), params, grid, recurrence)
 
 
-def grow_to_volume(pde: FisherKPP, grid: Grid, start: np.ndarray, threshold: float, brain: np.ndarray, volume: int,
-                   max_days: float, chunk: int = 8) -> tuple[np.ndarray, float]:
-    """March ``start`` on with ``grid``'s time step until ``{u >= threshold}`` (in the brain) holds ``volume`` cells.
+def growth_model(truth: str, wm: np.ndarray, gm: np.ndarray, grid: Grid, params: dict[str, Any], dt: float,
+                 backend: str = "skfem") -> Callable[[np.ndarray, int], np.ndarray]:
+    """``advance(u, n)``: ``n`` time steps of ``dt`` of the true model from the cell values ``u`` (all levels).
+
+    ``truth="fem"``: :func:`fem_forward` (P1 FEM reference); ``"fd"``: Crank-Nicolson on the inference's
+    finite-volume stencil (:func:`~neuralpde.solvers.odil.march`), no flux through the box.
+    """
+    if truth == "fem":
+        return lambda u, n: fem_forward(wm, gm, grid, params, u, n * dt, n, backend=backend)
+    pde = FisherKPP(D=params["D"], rho=params["rho"], ratio=params["ratio"], t_end=dt, dim=grid.dim)
+    pde.tissue_cells = (wm, gm)
+
+    def advance(u: np.ndarray, n: int) -> np.ndarray:
+        step = Grid(grid.bounds, grid.cells, t_end=n * dt, steps=n, initial_values=u)
+        for side in step.sides.values():
+            side.dirichlet[...] = False                  # no flux through the box (the brain is inside it)
+        return march(pde, step)
+
+    return advance
+
+
+def grow_to_volume(advance: Callable[[np.ndarray, int], np.ndarray], dt: float, start: np.ndarray, threshold: float,
+                   brain: np.ndarray, volume: int, max_days: float, chunk: int = 16) -> tuple[np.ndarray, float]:
+    """Grow ``start`` on (``advance(u, n)``: ``n`` steps of ``dt``, see :func:`growth_model`) until
+    ``{u >= threshold}`` (in the brain) holds ``volume`` cells.
 
     Returns:
         The first such region (or the last one after ``max_days``) and the days grown.
     """
     u, days = start, 0.0
     while days < max_days:
-        step = Grid(grid.bounds, grid.cells, t_end=chunk * grid.dt, steps=chunk, initial_values=u)
-        for side in step.sides.values():
-            side.dirichlet[...] = False                  # no flux through the box (the brain is inside it)
-        levels = march(pde, step)
+        levels = advance(u, chunk)
         for n in range(1, len(levels)):
             region = (levels[n] >= threshold) & brain
             if region.sum() >= volume:
-                return region, days + n * grid.dt
-        u, days = levels[-1], days + chunk * grid.dt
+                return region, days + n * dt
+        u, days = levels[-1], days + chunk * dt
     return (u >= threshold) & brain, days
+
+
+def fem_mesh(grid: Grid) -> Mesh:
+    """The P1 mesh whose vertices are the grid's cell centres: right-diagonal triangles (2D) or Kuhn tetrahedra
+    (3D) on the box ``[h/2, L - h/2]``, so nodal values are cell values (vertex order: x fastest)."""
+    from ..meshes import box, rectangle
+
+    bounds = np.stack([grid.bounds[:, 0] + grid.h / 2, grid.bounds[:, 1] - grid.h / 2], axis=1).tolist()
+    cells = [n - 1 for n in grid.cells]
+    if grid.dim == 2:
+        return rectangle(bounds, cells)
+    if grid.dim == 3:
+        return box(bounds, cells)
+    raise CaseError(f"the FEM truth needs a 2D or 3D grid, got dim {grid.dim}", field="method.patient.dim",
+                    fix="use dim: 2 or 3")
+
+
+def tissue_diffusivity(mesh: Mesh, wm: np.ndarray, gm: np.ndarray, D: float, ratio: float) -> CellCoefficient:
+    """``D (wm + gm / ratio)`` per cell, the fractions averaged over the cell's vertices, and zero on every cell
+    with a CSF vertex (``wm + gm < 0.1``): the FEM form of GliODIL's face rule, so no flux reaches a CSF vertex."""
+    w, g = wm.ravel(order="F")[mesh.cells], gm.ravel(order="F")[mesh.cells]
+    csf = ((w + g) < CSF_THRESHOLD).any(axis=1)
+    return CellCoefficient(mesh, np.where(csf, 0.0, D * (w.mean(axis=1) + g.mean(axis=1) / ratio)))
+
+
+def fem_forward(wm: np.ndarray, gm: np.ndarray, grid: Grid, params: dict[str, Any], start: np.ndarray,
+                t_end: float, steps: int, backend: str = "skfem", theta: float = 0.5) -> np.ndarray:
+    """Fisher-KPP with GliODIL's tissue diffusivity by the P1 FEM reference on :func:`fem_mesh`.
+
+    Natural (no-flux) boundary, diffusivity :func:`tissue_diffusivity`, lumped mass (with a consistent mass the
+    density undershoots below 0 next to the front, most where diffusion is weak, in grey matter and at CSF vertices,
+    and the logistic term then drives it to -inf), theta scheme (0.5: Crank-Nicolson) with Newton's method in every
+    step (:meth:`ReferenceSolver.solve` of ``backend``).
+
+    Args:
+        wm, gm: tissue fractions on the grid's cells.
+        grid: the patient grid (its cell centres are the mesh vertices).
+        params: ``D``, ``rho``, ``ratio``.
+        start: the density at ``t = 0`` on the cells.
+        t_end: days to grow; steps: time steps.
+        backend: ``skfem``, ``dolfinx`` or ``auto``.
+        theta: 1 backward Euler, 0.5 Crank-Nicolson.
+
+    Returns:
+        The density on the cells at every step, shape ``(steps + 1, *grid.cells)``.
+    """
+    from ..meshes.domains import Box, Rectangle
+    from ..pde.problem import Problem
+    from .fem import LinearSolverOptions, TimeOptions, get_backend
+
+    mesh = fem_mesh(grid)
+    pde = FisherKPP(D=1.0, rho=params["rho"], t_end=t_end, dim=grid.dim)
+    pde.diffusivity_field = tissue_diffusivity(mesh, wm, gm, params["D"], params["ratio"])
+    pde.initial = NodalCoefficient(mesh, np.asarray(start).ravel(order="F"))
+    domain = (Rectangle if grid.dim == 2 else Box)(np.stack([mesh.points.min(0), mesh.points.max(0)], 1).tolist())
+    solution = get_backend(backend).solve(Problem(pde, domain, []), mesh, degree=1,
+                                          solver=LinearSolverOptions(type="lu"),
+                                          time=TimeOptions(dt=t_end / steps, theta=theta, save_every=1,
+                                                           lumped=True))
+    return np.stack([np.asarray(v).reshape(grid.cells, order="F") for _, v in solution.snapshots])
 
 
 def margin_plan(labels: np.ndarray, brain: np.ndarray, grid: Grid, margin_mm: float) -> np.ndarray:
@@ -368,6 +458,10 @@ class PatientConfig(Strict):
     days: float = Field(100.0, gt=0)
     size_mm: float = Field(96.0, gt=0)
     label_noise: float = Field(0.02, ge=0)
+    #: the model that grows the true tumour: the P1 FEM reference, or the inference's own finite-volume model
+    truth: Literal["fem", "fd"] = "fem"
+    #: the FEM reference backend of ``truth: fem`` (``auto``: dolfinx when installed; the same numbers to ~1e-12)
+    backend: Literal["skfem", "dolfinx", "auto"] = "skfem"
 
 
 class GliodilConfig(MethodConfig):
@@ -396,7 +490,8 @@ class GliodilMethod(Method):
         pc = cfg.patient
         recurrence = cfg.target == "recurrence"
         patient = synthetic_patient(pc.seed + ctx.seed, pc.dim, pc.cells, pc.steps, pc.days, pc.size_mm,
-                                    pc.label_noise, margin_mm=cfg.margin_mm if recurrence else None)
+                                    pc.label_noise, margin_mm=cfg.margin_mm if recurrence else None,
+                                    truth=pc.truth, backend=pc.backend)
         result = infer(patient.wm, patient.gm, patient.labels, patient.grid, iterations=cfg.iterations, lr=cfg.lr,
                        weights=cfg.weights, progress=ctx.progress)
         plans = {name: compare_plans(density, patient.labels, patient.truth, patient.wm + patient.gm, patient.grid,

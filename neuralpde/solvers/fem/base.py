@@ -41,6 +41,9 @@ class TimeOptions:
     dt: float = 0.01
     theta: float = 0.5
     save_every: int = 0          # store a snapshot every N steps (0: only the initial and last)
+    #: mass lumping (P1 only): the mass and the reaction by the vertex rule, so that, on meshes without obtuse
+    #: angles, a positive density stays positive (a consistent mass undershoots next to a moving front)
+    lumped: bool = False
 
 
 @dataclass
@@ -84,6 +87,9 @@ class ReferenceSolver(abc.ABC):
         solver = solver or LinearSolverOptions()
         if solver.type == "auto" and indefinite(problem.pde, mesh):
             solver = replace(solver, type="lu")
+        if time is not None and time.lumped and degree != 1:
+            raise CaseError(f"mass lumping needs degree 1, got {degree}", field="reference.time.lumped",
+                            fix="use degree: 1, or lumped: false")
         if solver.type == "dcdm":
             from ..dcdm import reference_solve
 

@@ -64,8 +64,7 @@ class _Discretisation:
         def operator(u, v, w):
             return w.k * dot(grad(u), grad(v)) + w.c * u * v
 
-        interp = self.basis.interpolate
-        self.K = operator.assemble(self.basis, k=interp(self._values(pde.k)), c=interp(self._values(pde.c)))
+        self.K = operator.assemble(self.basis, k=self._coefficient(pde.k), c=self._coefficient(pde.c))
         self.M = mass.assemble(self.basis)
         boundary = self.skmesh.boundary_facets()
         mids = self.skmesh.p[:, self.skmesh.facets[:, boundary]].mean(axis=1).T
@@ -90,6 +89,15 @@ class _Discretisation:
         self.D = (np.unique(np.concatenate([d for d, _ in self.dirichlet])) if self.dirichlet
                   else np.zeros(0, dtype=np.int64))
         self.free = np.setdiff1d(np.arange(self.basis.N), self.D)
+
+    def _coefficient(self, expr):
+        """The coefficient at the quadrature points: its nodal interpolant, or for a cell-wise one (``cellwise``,
+        e.g. :class:`~neuralpde.solvers.fem.coefficients.CellCoefficient`) its value on each cell."""
+        if not getattr(expr, "cellwise", False):
+            return self.basis.interpolate(self._values(expr))
+        centroids = self.skmesh.p[:, self.skmesh.t].mean(axis=1)
+        values = np.asarray(expr.numpy(centroids, params=self.problem.pde.params), dtype=float)
+        return np.repeat(values[:, None], self.basis.X.shape[-1], axis=1)
 
     def _values(self, expr, t: float = 0.0) -> np.ndarray:
         return np.asarray(expr.numpy(self.X, t=t, params=self.problem.pde.params), dtype=float)
@@ -197,8 +205,9 @@ class SkfemSolver(ReferenceSolver):
         dt, th = pde.t_end / n, time.theta
         x = disc._values(pde.initial, 0.0)
         disc.dirichlet_values(x, 0.0)
-        lhs = (disc.M + th * dt * disc.K).tocsr()
-        explicit = (disc.M - (1 - th) * dt * disc.K).tocsr()
+        M = _lumped(disc.M) if time.lumped else disc.M
+        lhs = (M + th * dt * disc.K).tocsr()
+        explicit = (M - (1 - th) * dt * disc.K).tocsr()
         free, D = disc.free, disc.D
         t_assembled = _time.perf_counter()
         lin = _LinearSolver(lhs[free][:, free], solver)
@@ -268,11 +277,19 @@ def _theta_newton(disc: _Discretisation, pde, time: TimeOptions, solver: LinearS
     dt, th = pde.t_end / n, time.theta
     basis, free = disc.basis, disc.free
     x = disc.dirichlet_values(disc._values(pde.initial, 0.0), 0.0)
-    lhs = (disc.M + th * dt * disc.K).tocsr()
-    explicit = (disc.M - (1 - th) * dt * disc.K).tocsr()
+    M = _lumped(disc.M) if time.lumped else disc.M
+    lhs = (M + th * dt * disc.K).tocsr()
+    explicit = (M - (1 - th) * dt * disc.K).tocsr()
     t_assembled = _time.perf_counter()
     snapshots, iterations = [(0.0, x.copy())], 0
-    r_old = reaction.assemble(basis, uh=basis.interpolate(x))
+    if time.lumped:        # vertex rule: the reaction at the nodes, weighted by the lumped mass
+        m = M.diagonal()
+        assemble_r = lambda u: m * pde.reaction(u)                          # noqa: E731
+        assemble_jac = lambda u: sp.diags(m * pde.reaction_derivative(u))   # noqa: E731
+    else:
+        assemble_r = lambda u: reaction.assemble(basis, uh=basis.interpolate(u))            # noqa: E731
+        assemble_jac = lambda u: reaction_jac.assemble(basis, uh=basis.interpolate(u))      # noqa: E731
+    r_old = assemble_r(x)
     load_old = disc.load(0.0)
     lin = None
     with progress.task(f"theta scheme + Newton ({n} steps)", total=n) as advance:
@@ -282,10 +299,9 @@ def _theta_newton(disc: _Discretisation, pde, time: TimeOptions, solver: LinearS
             rhs = explicit @ x + dt * (th * load_new + (1 - th) * load_old) + (1 - th) * dt * r_old
             x_new = disc.dirichlet_values(x.copy(), t)
             for _ in range(max_it):
-                uh = basis.interpolate(x_new)
-                r_new = reaction.assemble(basis, uh=uh)
+                r_new = assemble_r(x_new)
                 G = lhs @ x_new - th * dt * r_new - rhs
-                Jac = (lhs - th * dt * reaction_jac.assemble(basis, uh=uh)).tocsr()
+                Jac = (lhs - th * dt * assemble_jac(x_new)).tocsr()
                 lin = _LinearSolver(Jac[free][:, free], solver)
                 delta = lin.solve(-G[free])
                 x_new[free] += delta
@@ -296,7 +312,7 @@ def _theta_newton(disc: _Discretisation, pde, time: TimeOptions, solver: LinearS
                 raise SolverError(f"Newton did not converge in {max_it} iterations at t = {t:g}",
                                   field="reference.time.dt", fix="use a smaller time step")
             x, load_old = x_new, load_new
-            r_old = reaction.assemble(basis, uh=basis.interpolate(x))
+            r_old = assemble_r(x)
             if time.save_every and step % time.save_every == 0 and step != n:
                 snapshots.append((t, x.copy()))
             advance()
@@ -304,3 +320,7 @@ def _theta_newton(disc: _Discretisation, pde, time: TimeOptions, solver: LinearS
     lin.iterations = iterations
     return x, lin, snapshots, t_assembled
 
+
+def _lumped(M: sp.spmatrix) -> sp.csr_matrix:
+    """The row-sum diagonal of a P1 mass matrix (= the vertex quadrature rule)."""
+    return sp.diags(np.asarray(M.sum(axis=1)).ravel()).tocsr()
