@@ -239,6 +239,36 @@ def test_dmm_bad_inputs_and_inverted_map(trained_dmm):
     np.testing.assert_array_equal(res.mesh.points, mesh.points)      # the last valid mesh: the unmoved one
 
 
+def test_dmm_cached_move_matches_autograd_and_is_keyed_by_mesh(trained_dmm):
+    import copy
+
+    import torch
+
+    from neuralpde.meshes.dmm import solution_family
+
+    mover = copy.deepcopy(trained_dmm[0])          # its weights are changed below
+    mover.clear_cache()
+    u = solution_family("ring", 1, seed=7, eps=WIDE)[0].grid(65)
+    square = rectangle(cells=[16, 16])
+    inner = (square.points > 0) & (square.points < 1)
+    # same node count and cells, other coordinates: must not reuse the square's cache
+    bent = moved_mesh(square, square.points + 0.01 * np.sin(2 * np.pi * square.points[:, ::-1]) * inner)
+    box = rectangle([[0, 2], [-1, 1]], cells=[16, 16])
+    for mesh in (square, bent, box):
+        cached = mover.move(mesh, u).mesh.points
+        plain = mover.move(mesh, u, cache=False).mesh.points
+        np.testing.assert_allclose(cached, plain, atol=1e-6)
+    assert len(mover._trunk_cache) == 3
+    moved_square, moved_bent = (mover.move(m, u).mesh.points for m in (square, bent))
+    assert np.abs(moved_square - moved_bent).max() > 1e-3          # a reused cache would move both alike
+    assert len(mover._trunk_cache) == 3                               # hits, no new entries
+    with torch.no_grad():                      # an in-place weight change (as an optimiser step) invalidates it
+        mover.net.trunk[0].weight.mul_(1.5)
+    np.testing.assert_allclose(mover.move(square, u).mesh.points, mover.move(square, u, cache=False).mesh.points,
+                               atol=1e-6)
+    assert np.abs(mover.move(square, u).mesh.points - moved_square).max() > 1e-4
+
+
 def test_dmm_needs_a_rectangle(trained_dmm, tmp_path):
     pytest.importorskip("gmsh")
     from neuralpde.meshes import read

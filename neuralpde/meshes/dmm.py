@@ -4,7 +4,9 @@ A network maps a solution ``u`` (sampled on a grid: the branch CNN) and a comput
 trunk MLP) to a potential ``phi(u, xi)``; the mesh is ``x = xi + grad_xi phi`` (autograd). It is trained
 without any mesh data, on the Monge-Ampere residual ``M(x) det(I + H(phi)) / theta - 1`` at points drawn
 with probability proportional to ``M`` (plus the paper's boundary and convexity terms), over a family of
-solutions. Once trained, one forward pass moves a mesh for a new solution::
+solutions. Once trained, one forward pass moves a mesh for a new solution; the trunk depends on the mesh only,
+so its features at the nodes and their derivatives are cached per mesh, and a move runs just the branch and
+the decoder (with a hand-written gradient, no autograd graph)::
 
     >>> import numpy as np
     >>> from neuralpde.meshes import rectangle
@@ -24,8 +26,10 @@ gradient monitor is :func:`~neuralpde.meshes.monitors.dmm_monitor`, ``monitor="d
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -157,6 +161,16 @@ class DMMNet(nn.Module):
         return self.decoder(torch.cat([f, t], dim=-1))[..., 0]
 
 
+@dataclass
+class _TrunkCache:
+    """What a mesh's nodes give the network: ``xi`` ``(P, 2)`` in the unit square, the trunk's share of the
+    decoder's first pre-activation ``(P, H)`` and its derivative along each ``xi`` axis ``(2, P, H)``."""
+
+    xi: torch.Tensor
+    trunk_pre: torch.Tensor
+    trunk_jac: torch.Tensor
+
+
 def _bilinear(values: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Batched bilinear interpolation of ``values`` ``(B, R, R)`` on the unit square at ``points`` ``(B, P, 2)``."""
     n = values.shape[-1] - 1
@@ -200,6 +214,7 @@ class DMMMover:
         torch.manual_seed(seed)
         self.dtype = torch.float32
         self.net = DMMNet(self.config).to(device)
+        self._trunk_cache: OrderedDict[tuple, _TrunkCache] = OrderedDict()
 
     # ---- inputs -------------------------------------------------------------------------------------
     def _branch_input(self, solutions: np.ndarray) -> torch.Tensor:
@@ -302,14 +317,17 @@ class DMMMover:
         return history
 
     # ---- inference -------------------------------------------------------------------------------------
-    def move(self, mesh: Mesh, solution: np.ndarray, monitor: Callable[[np.ndarray], np.ndarray] | None = None
-             ) -> MoveResult:
+    def move(self, mesh: Mesh, solution: np.ndarray, monitor: Callable[[np.ndarray], np.ndarray] | None = None,
+             cache: bool = True) -> MoveResult:
         """Move the nodes of ``mesh`` (any triangle mesh of a rectangle) for ``solution`` in one forward pass.
 
         Args:
             mesh: the computational mesh (its bounding box is mapped to the unit square).
             solution: ``u`` on an ``n x n`` grid of the rectangle (``ij`` indexing).
             monitor: for the quality report only (CV of M·area); default: the mover's own monitor of ``solution``.
+            cache: reuse the trunk features of this mesh's nodes and their derivatives (computed on the first move
+                of a mesh, keyed by its node coordinates and the network's weights); ``False`` runs the plain
+                autograd forward pass (same mesh to float32 rounding).
 
         Returns:
             A :class:`MoveResult` (``iterations=1``, ``time_s``: forward pass and validity check);
@@ -318,11 +336,16 @@ class DMMMover:
         bounds = rectangle_bounds(mesh)
         sol = _check_solutions([solution], self.config.grid)
         start, cpu = time.perf_counter(), time.process_time()
-        xi = torch.as_tensor((mesh.points - bounds[:, 0]) / (bounds[:, 1] - bounds[:, 0]),
-                             dtype=self.dtype, device=self.device)[None]
-        with torch.no_grad():
-            features = self.net.branch(self._branch_input(sol))
-        x, _ = self._map(features, xi, hessian=False, create_graph=False)   # inference: a first derivative only
+        if cache:
+            with torch.inference_mode():
+                features = self.net.branch(self._branch_input(sol))
+                x = self._cached_map(features, self._cache_for(mesh.points, bounds))
+        else:
+            xi = torch.as_tensor((mesh.points - bounds[:, 0]) / (bounds[:, 1] - bounds[:, 0]),
+                                 dtype=self.dtype, device=self.device)[None]
+            with torch.no_grad():
+                features = self.net.branch(self._branch_input(sol))
+            x, _ = self._map(features, xi, hessian=False, create_graph=False)   # inference: a first derivative
         pts = bounds[:, 0] + x[0].detach().cpu().numpy() * (bounds[:, 1] - bounds[:, 0])
         moved = moved_mesh(mesh, pts, f"{mesh.source} moved by the DMM")
         report = mesh_report(mesh, moved.points)
@@ -335,6 +358,73 @@ class DMMMover:
         quality = {**report, "cv": equidistribution_cv(moved.points, mesh.cells, monitor),
                    "cv_uniform": equidistribution_cv(mesh.points, mesh.cells, monitor)}
         return MoveResult(moved, status, 1, float("nan"), inverted_at, quality, elapsed, [], cpu)
+
+    # ---- the cached forward pass ---------------------------------------------------------------------
+    # The trunk sees only the mesh, so per mesh we keep xi, the trunk's share c(xi) = W_t trunk(xi) of the
+    # decoder's first pre-activation and its derivatives dc/dxi (forward mode, exact). A move then costs the
+    # branch, the decoder's remaining layers and their hand-written backward pass: no trunk, no autograd graph.
+    _CACHE_SIZE = 4
+
+    def clear_cache(self) -> None:
+        """Forget the cached trunk features of every mesh (the next move on a mesh rebuilds them)."""
+        self._trunk_cache.clear()
+
+    def _weights_key(self) -> tuple:
+        """Identity and in-place version of every parameter the cache depends on (an optimiser step or
+        ``load_state_dict`` bumps ``_version``; a copied network has new storage)."""
+        params = [*self.net.trunk.parameters(), *self.net.decoder[0].parameters()]
+        return tuple((p.data_ptr(), p._version) for p in params)
+
+    def _cache_for(self, points: np.ndarray, bounds: np.ndarray) -> _TrunkCache:
+        """The trunk cache of a mesh's nodes (built on a miss; a few meshes are kept, least recent dropped)."""
+        digest = hashlib.blake2b(np.ascontiguousarray(points, dtype=float).tobytes(), digest_size=16)
+        digest.update(np.ascontiguousarray(bounds, dtype=float).tobytes())
+        key = (digest.hexdigest(), points.shape, self._weights_key(), self.dtype, str(self.device))
+        hit = self._trunk_cache.get(key)
+        if hit is not None:
+            self._trunk_cache.move_to_end(key)
+            return hit
+        xi = torch.as_tensor((points - bounds[:, 0]) / (bounds[:, 1] - bounds[:, 0]), dtype=self.dtype,
+                             device=self.device)
+        entry = self._build_cache(xi)
+        self._trunk_cache[key] = entry
+        while len(self._trunk_cache) > self._CACHE_SIZE:
+            self._trunk_cache.popitem(last=False)
+        return entry
+
+    def _build_cache(self, xi: torch.Tensor) -> _TrunkCache:
+        with torch.inference_mode():
+            h = torch.cos(math.pi * xi)
+            ds = -math.pi * torch.sin(math.pi * xi)            # d cos(pi xi_d) / d xi_d
+            tangents = [torch.zeros_like(xi) for _ in range(2)]
+            for d in range(2):
+                tangents[d][:, d] = ds[:, d]
+            for layer in self.net.trunk:
+                h = layer(h)
+                if isinstance(layer, nn.Linear):
+                    tangents = [t @ layer.weight.T for t in tangents]
+                else:                                          # tanh: the derivative is 1 - tanh^2
+                    tangents = [t * (1 - h * h) for t in tangents]
+            w_t = self.net.decoder[0].weight[:, self.config.width:]
+            return _TrunkCache(xi, h @ w_t.T, torch.stack([t @ w_t.T for t in tangents]))
+
+    def _cached_map(self, features: torch.Tensor, cache: _TrunkCache) -> torch.Tensor:
+        """Moved points ``(B, P, 2)`` for branch ``features`` ``(B, width)`` (inference only)."""
+        first = self.net.decoder[0]
+        # decoder(cat(f, t)) first layer = W_f f + b + W_t t: the branch's share is one row per solution
+        z = cache.trunk_pre[None] + (features @ first.weight[:, :self.config.width].T + first.bias)[:, None]
+        layers = list(self.net.decoder)[1:]
+        outputs = []
+        h = z
+        for layer in layers:
+            h = layer(h)
+            outputs.append(h)
+        grad = torch.ones_like(h)                              # d phi / d (each layer's output), backwards
+        for layer, out in zip(reversed(layers), reversed(outputs), strict=True):
+            grad = grad * (1 - out * out) if isinstance(layer, nn.Tanh) else grad @ layer.weight
+        # d phi / d xi_d = sum_k (d phi / d z_k) (d z_k / d xi_d)
+        g = torch.stack([(grad * cache.trunk_jac[d][None]).sum(-1) for d in range(2)], dim=-1)
+        return cache.xi[None] + g
 
     # ---- checkpoints -----------------------------------------------------------------------------------
     def save(self, path: str, **extra: object) -> None:
