@@ -19,6 +19,11 @@ Usage::
 
     python benchmarks/pinn_sampling.py            # the full protocol: 6x32, 5 stages x 2000 steps, 1000 points
     python benchmarks/pinn_sampling.py --quick    # a reduced run sized for a shared 2-core machine
+    # 10D under a reduced budget in its own folder, then its runs merged into docs/results/pinn_sampling.*
+    python benchmarks/pinn_sampling.py --problems highdim --samplers uniform rar rad das aas --steps 400 \
+        --resume --out docs/results/pinn_sampling/highdim
+    python benchmarks/pinn_sampling.py --render --merge docs/results/pinn_sampling/highdim/pinn_sampling.json
+    python benchmarks/pinn_sampling.py --flow-probe     # + the 10D flow probe (AAS flow alone on r = f)
 """
 
 from __future__ import annotations
@@ -200,6 +205,30 @@ def regression_bound(p: dict[str, Any], lr: float, seed: int = 0, every: int = 1
     return {"steps": steps, "rel_l2": errors, "seed": seed}
 
 
+def flow_probe(p: dict[str, Any], seeds: tuple[int, ...] = (0, 1), stages: int = 4) -> dict[str, Any]:
+    """AAS-1 in 10D: the AAS flow (the protocol's settings) trained on the fixed residual r = f of u = 0, as the
+    first stage of a PINN sees it. Per stage: the share of its points with u > 0.1 and their median |x|^2
+    (uniform: 0.0016 per 1000 and 10/3)."""
+    import torch
+
+    from neuralpde.solvers.sampling import Region, make_sampler
+
+    torch.set_num_threads(1)
+    pb = problem("highdim")
+    rows = []
+    for seed in seeds:
+        s = make_sampler("aas", Region.box(pb.domain.bounds), points=p["points"], seed=seed, flow_steps=p["flow_steps"],
+                         batch=min(500, p["points"]), beta=AAS_BETA["highdim"], uniform_share=0.2,
+                         importance_weights=True)
+        x = s.initial()
+        for stage in range(stages):
+            x = s.next_points(lambda q: pb.pde.f_numpy(q), x, stage)
+            r2 = (x**2).sum(1)
+            rows.append({"seed": seed, "stage": stage + 1, "share_u_above_0.1": float(np.mean(np.exp(-10 * r2) > 0.1)),
+                         "median_r2": float(np.median(r2))})
+    return {"rows": rows, "flow_steps": p["flow_steps"], "points": p["points"]}
+
+
 def fem_reference(name: str, cells: int) -> Any:
     from neuralpde.solvers.fem.base import get_backend
 
@@ -264,7 +293,14 @@ def markdown(report: dict[str, Any]) -> str:
              f"- errors: relative L2 vs exact on a 256^2 grid (2D) / 20 000 uniform points (10D); vs a P2 FEM "
              f"reference on a {p['ref_cells']}^2 mesh (2D). Mean +- std over seeds. In 10D the error is an importance-"
              "sampling estimate (half the points from N(0, 1/40), half uniform): u = exp(-10|x|^2) is ~0 on almost "
-             "every uniform point, so a plain Monte Carlo relative error is noise.", "",
+             "every uniform point, so a plain Monte Carlo relative error is noise.",
+             *[f"- **{', '.join(m['problems'])}: another budget** (runs merged from `{m['source']}`, measured "
+               f"{m['date']}, `{m['command']}`): {m['protocol']['stages']} stages x {m['protocol']['steps']} Adam "
+               f"steps, {m['protocol']['points']} collocation points per stage (RAR: +{m['protocol']['add']}), "
+               f"{m['protocol']['flow_steps']} flow steps per stage, net {m['protocol']['layers']}, lr {m['lr']}, "
+               f"{'hard' if m['protocol'].get('hard_bc') else 'soft'} boundary conditions, seeds {m['seeds']}; "
+               f"{m['machine']}." for m in report.get("merged", [])],
+             "",
              "## Results", "",
              "| problem | sampler | rel. L2 vs exact | rel. L2 vs FEM | CPU time [s] | wall time [s] "
              "| of which sampler [s] |",
@@ -290,6 +326,16 @@ def markdown(report: dict[str, Any]) -> str:
                   "The same net and Adam fitting the peak u itself (least squares, no PDE) on ideal points "
                   "(`python benchmarks/pinn_sampling.py --regression`): relative L2 on the 256^2 grid after "
                   f"{after} steps.", ""]
+    if "flow_probe" in report:
+        fp = report["flow_probe"]
+        lines += ["## 10D flow probe", "",
+                  f"The AAS flow alone ({fp['flow_steps']} flow steps per stage, {fp['points']} points, beta "
+                  f"{AAS_BETA['highdim']}, 20 % uniform) trained on the residual of u = 0, i.e. r = f, as a PINN's "
+                  "first stage sees it (`python benchmarks/pinn_sampling.py --flow-probe`). Uniform points: share with "
+                  "u > 0.1 1.6e-6, median |x|^2 3.33.", "",
+                  "| seed | stage | share of points with u > 0.1 | median abs(x)^2 |", "|---|---|---|---|",
+                  *[f"| {r['seed']} | {r['stage']} | {r['share_u_above_0.1']:.4f} | {r['median_r2']:.2f} |"
+                    for r in fp["rows"]], ""]
     lines += ["## Notes", "", *NOTES, ""]
     return "\n".join(lines)
 
@@ -316,6 +362,15 @@ NOTES = [
     "for DAS-R/AAS, candidate residuals for RAR/RAD).",
     "- **10D error.** Importance-sampled relative L2 (see protocol); the method's own `mc_vs_exact` on uniform "
     "points is kept in the JSON as `rel_l2_mc` and is unreliable in 10D for the reason given there.",
+    "- **Why 10D is hard for every sampler here.** u = exp(-10|x|^2) lives in a ball of radius ~0.5 that holds "
+    "~2e-6 of the cube's volume: among 1000 uniform points the expected number with u > 0.1 is 0.0016 (the "
+    "10-ball of radius 0.48 over 2^10), so on uniform points f ~ 0 and u ~ 0 fits the residual (the loss falls to "
+    "~1e-4 within 60 steps). AAS and DAS-R start from uniform points too, and their flows learn only from the "
+    "residual on their own samples: the Monte Carlo relative std of the integral of f^2 over 1000 uniform points "
+    "is ~40 (estimated on 2e6 uniform points), so the flow gets almost no signal pointing at the bump. RAR/RAD "
+    "draw 10 000 uniform candidates, which hold ~0.016 points with u > 0.1.",
+    "- **10D cost.** With hard conditions the lift L[g] and D are cached per point set "
+    "(`neuralpde/solvers/cached_field.py`, docs/pinn.md): a 10D step costs ~0.043 CPU-s instead of 0.177.",
 ]
 
 
@@ -346,6 +401,24 @@ def write_report(report: dict[str, Any], out: Path) -> None:
     write_text(out / "pinn_sampling.md", markdown(report))
 
 
+def merge(report: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``report`` with the runs of the results JSON at ``path`` (measured under another protocol, e.g. the 10D
+    problem under a reduced budget) in place of its own runs of the same problems; the other protocol is kept
+    in ``report["merged"]`` and stated in the Markdown."""
+    other = json.loads(path.read_text())
+    problems = sorted({r["problem"] for r in other["runs"]})
+    report["runs"] = [r for r in report["runs"] if r["problem"] not in problems] + other["runs"]
+    entry = {"problems": problems, "source": str(path), "protocol": other["protocol"], "lr": other["lr"],
+             "seeds": other["seeds"], "date": other["date"], "command": other["command"], "machine": other["machine"]}
+    report["merged"] = [m for m in report.get("merged", []) if not set(m["problems"]) & set(problems)] + [entry]
+    return report
+
+
+def merged_problems(report: dict[str, Any]) -> set[str]:
+    """The problems whose runs came from another protocol by :func:`merge`."""
+    return {name for m in report.get("merged", []) for name in m["problems"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -364,9 +437,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render", action="store_true", help="only rewrite the .md and .png from the .json")
     parser.add_argument("--regression", action="store_true", help="add the regression bound (see regression_bound) "
                         "to the existing .json and re-render")
+    parser.add_argument("--flow-probe", action="store_true", help="add the 10D flow probe (see flow_probe) to "
+                        "the existing .json and re-render")
+    parser.add_argument("--merge", type=Path, action="append", default=[],
+                        help="with --render: take the runs of this results JSON (another protocol, e.g. the 10D "
+                        "runs) in place of the report's own runs of its problems (see merge)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the runs of the existing .json measured under the same protocol and lr")
     args = parser.parse_args(argv)
+    if args.flow_probe:
+        report = json.loads((args.out / "pinn_sampling.json").read_text())
+        report["flow_probe"] = flow_probe(report["protocol"])
+        write_report(report, args.out)
+        return 0
     if args.regression:
         report = json.loads((args.out / "pinn_sampling.json").read_text())
         report["regression"] = regression_bound(report["protocol"], report["lr"])
@@ -374,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.render:
         report = json.loads((args.out / "pinn_sampling.json").read_text())
+        for path in args.merge:
+            report = merge(report, path)
         write_report(report, args.out)
         bar_plot(report["summary"], args.out / "pinn_sampling.png")
         return 0
@@ -396,8 +481,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and old.exists():
         previous = json.loads(old.read_text())
         if previous.get("protocol") == p and previous.get("lr") == args.lr:
-            report["runs"] = previous["runs"]
+            other = merged_problems(previous)           # runs of another protocol: kept, but not done here
+            report["runs"] = [r for r in previous["runs"] if r["problem"] not in other or r["problem"]
+                              not in args.problems]
+            report["merged"] = [m for m in previous.get("merged", []) if not set(m["problems"]) & set(args.problems)]
             report["date"] = f"{previous['date']} to {report['date']}"
+            for key in ("regression", "flow_probe"):
+                if key in previous:
+                    report[key] = previous[key]
         else:
             print(f"--resume: {old} was measured under another protocol; starting afresh", flush=True)
     done = {(r["problem"], r["sampler"], r["seed"]) for r in report["runs"]}

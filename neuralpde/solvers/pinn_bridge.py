@@ -261,11 +261,14 @@ def _sample_facets(points: np.ndarray, facets: np.ndarray, n: int, rng: np.rando
 
 
 # ------------------------------------------------------------------------------------------------ model
-def _hard_bc_transform(problem: Any) -> Any:
+def _hard_bc_transform(problem: Any, cache: bool = True) -> Any:
     """``u = L[g] + D N`` on boxes, for a single ``where: all`` Dirichlet ``g``; ``D = prod (x - lo)(hi - x)``.
 
     ``L[g]`` lifts the boundary data into the box from boundary values *only* (:func:`boundary_lift`): using
     ``g`` itself inside would hand the net the exact solution whenever the case says ``dirichlet: exact``.
+    With ``cache`` (the default) ``L[g]`` and ``D`` and their derivatives up to order 3 are computed once per
+    point set (:class:`~.cached_field.CachedField`): the same values and derivatives, without autograd going
+    through the ``2 d`` evaluations of ``g`` in every step (in 10D a step cost 5.5x a soft-BC step).
     """
     if not isinstance(problem.domain, _BOXES):
         raise CaseError("hard_bc needs a box domain (interval, rectangle, box, hypercube)", field="method.hard_bc",
@@ -290,11 +293,22 @@ def _hard_bc_transform(problem: Any) -> Any:
     xb, _ = _hypercube_boundary(b, 20000, np.random.default_rng(0))
     zero = not np.any(np.asarray(g.numpy(xb.T), dtype=np.float32))
 
+    def distance(x: Any) -> Any:
+        return torch.prod((x - lo.to(x)) * (hi.to(x) - x) / scale.to(x), dim=1)
+
+    def lift(x: Any) -> Any:
+        return boundary_lift(values, x, lo.to(x), hi.to(x))
+
+    if cache:
+        from .cached_field import CachedField
+
+        distance, lift = CachedField(distance), CachedField(lift)
+
     def transform(x: Any, y: Any) -> Any:
-        dist = torch.prod((x - lo.to(x)) * (hi.to(x) - x) / scale.to(x), dim=1, keepdim=True)
+        dist = distance(x).reshape(-1, 1)
         if zero:
             return dist * y
-        return boundary_lift(values, x, lo.to(x), hi.to(x)).reshape(-1, 1) + dist * y
+        return lift(x).reshape(-1, 1) + dist * y
 
     return transform
 
