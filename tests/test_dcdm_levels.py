@@ -113,3 +113,13 @@ def test_reference_coupling_takes_levels(net_at_16, tmp_path):
     for sol in runs.values():
         assert np.abs(sol.field.values - lu.field.values).max() < 1e-7 * np.abs(lu.field.values).max()
     assert runs["auto"].iterations < runs[1].iterations
+
+
+def test_method_trains_on_train_cells_and_solves_on_cells(tmp_path):
+    import neuralpde as npde
+
+    overrides = {"method.train_cells": [9, 9], "method.cells": [17, 17], "reference.cells": [17, 17], "pde.k": 1}
+    m = npde.run("cases/dcdm_poisson2d.yaml", smoke=True, overrides=overrides, out=tmp_path, progress=False,
+                 ).metrics["method"]
+    assert m["train_grid"] == [10, 10] and m["grid"] == [18, 18]
+    assert m["solvers"]["dcdm-ml"]["converged"] and m["vs_reference"]["rel_l2"] < 1e-4
