@@ -7,15 +7,19 @@ Protocol (details in docs/mesh_movers.md, "MM-PDE solver"):
   Gaussian-bump initial conditions, nu = 0.005, t in [0, 0.5], FEM on a 48 x 48 P1 mesh with dt = 0.005, states
   every 5 steps at the nodes of the coarse 24 x 24 mesh: 20 rollout steps). Each seed draws its own data, DMM
   and network initialisation.
-* Both solvers get the same epochs, batch and optimiser (AdamW + MultiStep); MM-PDE also pre-trains its ItpNet.
+* Both solvers get the same epochs, batch, optimiser (AdamW + MultiStep) and input noise (``train.noise``);
+  MM-PDE also pre-trains its ItpNet. Checkpoints go to ``<out>/full[_noise<sigma>]/seed<k>``.
   CPU time (``time.process_time``, torch with 1 thread) is reported for each.
 * Error: nodal relative L2 on the coarse mesh against the FEM states, averaged over the test trajectories, per
   rollout step; also the zero update (``u = u0``) and FEM run directly on the coarse 24 x 24 mesh (same dt).
+  Diagnostics per network: the teacher-forced one-step error, and for MM-PDE the ItpNet round-trip error and
+  the moved cells' area range. The previous results file's numbers are kept under ``earlier`` when the training
+  setup changed.
 * Machine: 2 shared CPU cores (other jobs running), niced.
 
 Usage::
 
-    nice -n 10 .venv/bin/python benchmarks/mmpde_burgers.py            # 2 seeds, about 25 CPU minutes
+    nice -n 10 .venv/bin/python benchmarks/mmpde_burgers.py            # 2 seeds, about 12 CPU minutes
     .venv/bin/python benchmarks/mmpde_burgers.py --quick               # about 2 CPU minutes
 """
 
@@ -42,6 +46,7 @@ from neuralpde.solvers.burgers_data import load_or_generate, solve_trajectory  #
 from neuralpde.solvers.mmpde_solver import MMPDEConfig, rel_l2, train_and_evaluate  # noqa: E402
 from neuralpde.viz import line_plot  # noqa: E402
 
+DIAGNOSTICS = ("teacher_forced_rel_l2", "reconstruction_rel_l2", "min_area_ratio", "max_area_ratio")
 QUICK = {"data": {"trajectories": 8, "test_trajectories": 4}, "dmm": {"steps": 150},
          "itp": {"pretrain_steps": 50}, "train": {"epochs": 6}}
 
@@ -61,6 +66,19 @@ def coarse_fem(cfg: MMPDEConfig, seed: int, folder: Path) -> tuple[np.ndarray, f
     start = time.process_time()
     states = np.stack([solve_trajectory(e, coarse_cfg) for e in data.initial_conditions[cfg.data.trajectories:]])
     return rel_l2(states, data.test).mean(axis=0), time.process_time() - start
+
+
+def earlier(path: Path, cfg: MMPDEConfig) -> list[dict]:
+    """The summaries of earlier runs of this benchmark with another training setup (kept for the comparison)."""
+    if not path.is_file():
+        return []
+    old = json.loads(path.read_text())
+    runs = list(old.get("earlier", []))
+    if old.get("config", {}).get("train") != cfg.model_dump(mode="json")["train"]:
+        runs.append({"date": old["date"], "train": old["config"]["train"], "summary": old["summary"],
+                     "per_seed": [{"seed": r["seed"], "mmpde_final": r["mmpde_final"], "fixed_final": r["fixed_final"]}
+                                  for r in old["seeds"]]})
+    return runs
 
 
 def markdown(result: dict) -> str:
@@ -99,9 +117,45 @@ def markdown(result: dict) -> str:
         "",
         "Final training loss (one-step MSE) per seed, MM-PDE / fixed: "
         + "; ".join(f"{r['loss']['mmpde'][1]:.2e} / {r['loss']['fixed'][1]:.2e}" for r in rows)
-        + ". DMM: " + "; ".join(f"{r['dmm'].get('cpu_time_s', 0):.0f} s CPU to train, "
+        + ". DMM: " + "; ".join((f"{r['dmm']['cpu_time_s']:.0f} s CPU to train, " if "cpu_time_s" in r["dmm"]
+                                 else "loaded from a checkpoint, ")
+                                + f"max node displacement {r['dmm']['max_node_displacement']:.3f}, "
                                 f"{r['dmm']['fixed_mesh_fallbacks_train']} inverted maps on the training states"
                                 for r in rows) + ".",
+        "",
+        "Where the error comes from (test trajectories): teacher-forced = mean one-step rel. L2 when every step "
+        "starts from the true state (no accumulation); reconstruction = ItpNet round trip fixed -> P1 -> moved -> "
+        "fixed of the states; cell area of the moved meshes over the uniform cell.",
+        "",
+        "| seed | teacher-forced MM-PDE | teacher-forced fixed | free-rollout mean MM-PDE / fixed "
+        "| reconstruction (MM-PDE) | moved cell area min / max |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        d = r.get("diagnostics", {})
+        mm, fx = d.get("mmpde", {}), d.get("fixed", {})
+        if "teacher_forced_rel_l2" in mm:
+            lines.append(f"| {r['seed']} | {mm['teacher_forced_rel_l2']:.4f} | {fx['teacher_forced_rel_l2']:.4f} "
+                         f"| {r['mmpde_mean']:.4f} / {r['fixed_mean']:.4f} | {mm['reconstruction_rel_l2']:.4f} "
+                         f"| {mm['min_area_ratio']:.2f} / {mm['max_area_ratio']:.2f} |")
+    for r in rows:
+        d = r.get("diagnostics", {})
+        if "teacher_forced_rel_l2" in d.get("mmpde", {}):
+            tf = d["mmpde"]["teacher_forced_rel_l2"] / d["fixed"]["teacher_forced_rel_l2"]
+            met = r["mmpde_final"] < r["fixed_final"]
+            lines.append(f"\nSeed {r['seed']}: {'met' if met else 'missed'} (final ratio MM-PDE / fixed "
+                         f"{r['mmpde_final'] / r['fixed_final']:.3f}; teacher-forced one-step ratio {tf:.3f}, so "
+                         + ("the one-step error is already worse and grows in the rollout)." if tf > 1 and not met
+                            else "the rollout accumulates less error than the fixed net's)." if met
+                            else "the gap opens in the rollout)."))
+    lines.append("\nAblations and the diagnosis: docs/mesh_movers.md, section \"Measured (MM-PDE solver)\".")
+    for old in result.get("earlier", []):
+        t = old["train"]
+        lines += ["", f"Earlier run ({old['date']}, train noise {t['noise']}, {t['epochs']} epochs, lr {t['lr']}): "
+                  + "; ".join(f"seed {p['seed']}: MM-PDE {p['mmpde_final']:.4f} vs fixed {p['fixed_final']:.4f}"
+                              for p in old["per_seed"])
+                  + f"; mean ratio {old['summary']['ratio']:.3f}."]
+    lines += [
         "",
         "Errors: nodal relative L2 on the coarse 24 x 24 mesh against the fine FEM states (48 x 48), test "
         "trajectories, averaged. The MM-PDE solver has about twice the parameters (two networks + ItpNet) and "
@@ -146,7 +200,8 @@ def main() -> None:
     name = "mmpde_burgers_quick" if args.quick else "mmpde_burgers"
     rows = []
     for seed in args.seeds:
-        folder = Path(args.out) / ("quick" if args.quick else "full") / f"seed{seed}"
+        run = ("quick" if args.quick else "full") + (f"_noise{cfg.train.noise:g}" if cfg.train.noise else "")
+        folder = Path(args.out) / run / f"seed{seed}"
         metrics, _ = train_and_evaluate(cfg, seed, folder, Progress(enabled=sys.stderr.isatty()))
         fem_err, fem_cpu = coarse_fem(cfg, seed, folder)
         mm, fx = metrics["mmpde"], metrics["fixed"]
@@ -162,6 +217,8 @@ def main() -> None:
                                   "coarse_fem": fem_err.tolist()},
                      "loss": {"mmpde": [mm["loss_first"], mm["loss_last"]],
                               "fixed": [fx["loss_first"], fx["loss_last"]]},
+                     "diagnostics": {k: {d: metrics[k][d] for d in DIAGNOSTICS if d in metrics[k]}
+                                     for k in ("mmpde", "fixed")},
                      "resumed": {k: metrics[k].get("resumed_from") for k in ("mmpde", "fixed")}})
         print(f"seed {seed}: MM-PDE {rows[-1]['mmpde_final']:.4f}  fixed {rows[-1]['fixed_final']:.4f}  "
               f"zero {rows[-1]['zero_final']:.4f}  coarse FEM {rows[-1]['coarse_fem_final']:.4f}", flush=True)
@@ -171,6 +228,7 @@ def main() -> None:
                "seeds_better": sum(r["mmpde_final"] < r["fixed_final"] for r in rows),
                "target_met": mm_final < fx_final}
     results = Path(args.results)
+    previous = earlier(results / f"{name}.json", cfg)
     result = {"benchmark": name, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "machine": f"2 shared CPU cores ({platform.processor() or platform.machine()}), torch 1 thread, niced; "
                          "other jobs were running",
@@ -183,7 +241,7 @@ def main() -> None:
                            f"{cfg.dmm.steps} steps ({cfg.dmm.monitor} monitor); networks hidden {cfg.network.hidden}, "
                            f"{cfg.network.layers} layers; {cfg.train.epochs} epochs each, batch {cfg.train.batch}, "
                            f"AdamW lr {cfg.train.lr}; seeds {args.seeds}."),
-              "config": cfg.model_dump(mode="json"), "seeds": rows, "summary": summary}
+              "config": cfg.model_dump(mode="json"), "seeds": rows, "summary": summary, "earlier": previous}
     plot(result, results / f"{name}.png")
     write_text(results / f"{name}.json", json.dumps(result, indent=2))
     write_text(results / f"{name}.md", markdown(result).replace("mmpde_burgers.png", f"{name}.png"))

@@ -17,9 +17,15 @@ from neuralpde.solvers.mmpde_solver import (
     FixedMeshSolver,
     MMPDESolver,
     check_problem,
+    configs_for_checkpoint,
+    diagnostics,
     grid_p1,
+    load_solver,
     pretrain_itp,
+    rel_l2,
     rollout,
+    save_solver,
+    train_solver,
 )
 
 CASE = Path(__file__).parent.parent / "cases" / "mmpde_burgers.yaml"
@@ -175,3 +181,46 @@ def test_bad_input_nan_state_and_domain():
         check_problem(case.problem())
     assert err.value.field == "domain"
     assert check_problem(None) is None
+
+
+def test_diagnostics_teacher_forcing_reconstruction_and_mesh_quality():
+    from neuralpde.meshes.dmm import DMMConfig, DMMMover
+
+    torch.manual_seed(0)
+    coarse = CoarseMesh(6)
+    x, y = coarse.pos[:, 0].numpy(), coarse.pos[:, 1].numpy()
+    steps = np.linspace(0.0, 0.2, 4)
+    # linear states: the linear-exact ItpNet reconstructs them exactly on any (valid) moved mesh
+    states = np.stack([np.stack([1 + a + 2 * x - y for a in steps]), np.stack([x + (3 - a) * y for a in steps])])
+    silent = FixedMeshSolver(MPNNConfig(hidden=4, layers=1, scale=0.0), coarse)      # u_next = u
+    got = diagnostics(silent, states, None, coarse)
+    assert got["teacher_forced_rel_l2"] == pytest.approx(float(rel_l2(states[:, :-1], states[:, 1:]).mean()),
+                                                         rel=1e-5)
+    assert "reconstruction_rel_l2" not in got
+    mover = DMMMover(DMMConfig(grid=7, width=8, trunk=(8,), decoder=(8,), monitor_resolution=17), seed=0)
+    mm = MMPDESolver(MPNNConfig(hidden=4, layers=1), ItpNetConfig(length=1 / 6), coarse)
+    got = diagnostics(mm, states, mover, coarse)
+    assert got["reconstruction_rel_l2"] < 1e-5
+    assert 0 < got["min_area_ratio"] <= 1 <= got["max_area_ratio"]
+
+
+def test_training_noise_is_part_of_the_checkpoint_and_keeps_boundary_values(tmp_path):
+    torch.manual_seed(0)
+    coarse = CoarseMesh(4)
+    net, itp = MPNNConfig(hidden=4, layers=1), ItpNetConfig(length=1 / 4)
+    solver = FixedMeshSolver(net, coarse)
+    n = coarse.pos.shape[0]
+    seen = []
+    original = solver.forward
+    solver.forward = lambda u, moved=None: (seen.append(u.detach().clone()), original(u, moved))[1]
+    inputs = torch.zeros(4, n)
+    state = {}
+    train_solver(solver, inputs, inputs, None, epochs=1, batch=4, lr=1e-3, weight_decay=0.0, milestones=[0.5],
+                 gamma=0.5, noise=0.1, gen=torch.Generator().manual_seed(0),
+                 on_epoch=lambda epoch, st: state.update(st))
+    assert torch.all(seen[0][:, coarse.boundary] == 0) and seen[0][:, ~coarse.boundary].abs().min() > 0
+    save_solver(tmp_path / "fixed_s0_1.pt", solver, configs_for_checkpoint("fixed", net, itp, 4, "k", 0.1), 1,
+                state, 0.0)
+    load_solver(tmp_path / "fixed_s0_1.pt", coarse, expect=configs_for_checkpoint("fixed", net, itp, 4, "k", 0.1))
+    with pytest.raises(SolverError, match="noise"):
+        load_solver(tmp_path / "fixed_s0_1.pt", coarse, expect=configs_for_checkpoint("fixed", net, itp, 4, "k"))

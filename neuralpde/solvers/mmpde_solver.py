@@ -193,7 +193,8 @@ def train_solver(solver: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             pick = order[k:k + batch]
             u = inputs[pick]
             if noise > 0:       # input noise: the net learns to correct its own rollout errors (stability)
-                u = u + noise * torch.randn(u.shape, generator=gen, dtype=u.dtype)
+                inner = ~solver.coarse.boundary[None]        # boundary values are data and stay exact
+                u = u + noise * torch.randn(u.shape, generator=gen, dtype=u.dtype) * inner
             pred = solver(u, None if moved is None else moved[pick])
             loss = torch.mean((pred - targets[pick]) ** 2)
             opt.zero_grad()
@@ -241,15 +242,42 @@ def rollout(solver: nn.Module, initial: np.ndarray, steps: int, mover: DMMMover 
     return np.stack(states, axis=1), None if moved is None else moved.numpy(), fallbacks
 
 
+@torch.no_grad()
+def diagnostics(solver: nn.Module, states: np.ndarray, mover: DMMMover | None, coarse: CoarseMesh) -> dict:
+    """Where a rollout's error comes from, on trajectories ``states`` ``(B, S, N)``.
+
+    Returns:
+        ``teacher_forced_rel_l2``: the mean one-step error when every step starts from the true state (so no
+        error accumulates); for MM-PDE also ``reconstruction_rel_l2`` (fixed -> P1 -> moved -> ItpNet -> fixed
+        on the same states, interior nodes) and ``min_area_ratio`` / ``max_area_ratio`` (the moved meshes'
+        smallest and largest cell over the uniform cell).
+    """
+    B, S, N = states.shape
+    inputs = torch.as_tensor(states[:, :-1].reshape(-1, N), dtype=coarse.pos.dtype)
+    moved = move_batch(mover, coarse, inputs.numpy())[0] if solver.variant == "mmpde" else None
+    pred = solver(inputs, moved).reshape(B, S - 1, N).numpy()
+    out = {"teacher_forced_rel_l2": float(rel_l2(pred, states[:, 1:]).mean())}
+    if moved is not None:
+        inner = ~coarse.boundary
+        rec = solver.reconstruct(inputs, moved)
+        out["reconstruction_rel_l2"] = float(((rec - inputs)[:, inner].norm(dim=1) / inputs.norm(dim=1)).mean())
+        areas = np.array([signed_areas(m.numpy().astype(float), coarse.mesh.cells) for m in moved])
+        out["min_area_ratio"] = float(areas.min() * 2 * coarse.n ** 2)
+        out["max_area_ratio"] = float(areas.max() * 2 * coarse.n ** 2)
+    return out
+
+
 def rel_l2(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Nodal relative L2 error per trajectory and step: ``(B, S)`` for ``(B, S, N)`` arrays."""
     return np.linalg.norm(pred - ref, axis=-1) / np.maximum(np.linalg.norm(ref, axis=-1), 1e-12)
 
 
-def configs_for_checkpoint(variant: str, net: MPNNConfig, itp: ItpNetConfig, n: int, data_key: str) -> dict:
-    """The JSON config stored in a solver checkpoint (rebuilds it; a mismatch is a clear error)."""
+def configs_for_checkpoint(variant: str, net: MPNNConfig, itp: ItpNetConfig, n: int, data_key: str,
+                           noise: float = 0.0) -> dict:
+    """The JSON config stored in a solver checkpoint (rebuilds it; a mismatch is a clear error). The training
+    noise is part of it, so a run with other noise does not resume from these weights."""
     return {"variant": variant, "net": asdict(net), "itp": {**asdict(itp), "hidden": list(itp.hidden)},
-            "cells": n, "data": data_key}
+            "cells": n, "data": data_key, "noise": noise}
 
 
 def save_solver(path: Path, solver: nn.Module, config: dict, epoch: int, state: dict, cpu_time_s: float) -> None:
@@ -395,7 +423,7 @@ def train_variant(variant: str, cfg: MMPDEConfig, coarse: CoarseMesh, pairs: tup
                      scale=float((targets - inputs).std()), length=1.0 / n)
     itp = ItpNetConfig(neighbours=cfg.itp.neighbours, hidden=tuple(cfg.itp.hidden), length=1.0 / n,
                        linear_exact=cfg.itp.linear_exact)
-    ckpt_config = configs_for_checkpoint(variant, net, itp, n, data_key)
+    ckpt_config = configs_for_checkpoint(variant, net, itp, n, data_key, t.noise)
     prefix = f"{variant}_s{seed}"
     found = None if folder is None else latest_checkpoint(folder, prefix)
     figures: dict[str, Any] = {"cpu_time_s": 0.0}
@@ -466,7 +494,8 @@ def train_and_evaluate(cfg: MMPDEConfig, seed: int, folder: Path | None, progres
         train_pred, _, _ = rollout(solver, data.train[:1, 0], steps, mover, coarse)
         figures.update(rollout_rel_l2_per_step=err.mean(axis=0).tolist(), rollout_rel_l2_final=float(err[:, -1].mean()),
                        rollout_rel_l2_mean=float(err[:, 1:].mean()), rollout_cpu_time_s=round(cpu, 3),
-                       train_trajectory_rel_l2_final=float(rel_l2(train_pred, data.train[:1])[0, -1]))
+                       train_trajectory_rel_l2_final=float(rel_l2(train_pred, data.train[:1])[0, -1]),
+                       **diagnostics(solver, data.test, mover, coarse))
         if variant == "mmpde":
             figures["dmm_fallbacks_rollout"] = fb
             states["moved_points"] = last_moved
