@@ -8,24 +8,27 @@ Protocol (details in docs/mesh_movers.md, "MM-PDE solver"):
   every 5 steps at the nodes of the coarse 24 x 24 mesh: 20 rollout steps). Each seed draws its own data, DMM
   and network initialisation.
 * Both solvers get the same epochs, batch, optimiser (AdamW + MultiStep) and input noise (``train.noise``);
-  MM-PDE also pre-trains its ItpNet. Checkpoints go to ``<out>/full[_noise<sigma>]/seed<k>``.
+  MM-PDE also pre-trains its ItpNet. Checkpoints go to ``<out>/full_<hash of the setup>/seed<k>``.
   CPU time (``time.process_time``, torch with 1 thread) is reported for each.
 * Error: nodal relative L2 on the coarse mesh against the FEM states, averaged over the test trajectories, per
   rollout step; also the zero update (``u = u0``) and FEM run directly on the coarse 24 x 24 mesh (same dt).
   Diagnostics per network: the teacher-forced one-step error, and for MM-PDE the ItpNet round-trip error and
-  the moved cells' area range. The previous results file's numbers are kept under ``earlier`` when the training
-  setup changed.
+  the moved cells' area range. Ablation: the trained MM-PDE with its moved branch on the uniform mesh instead
+  of the DMM's (does the moving mesh matter?). The previous results file's numbers are kept under ``earlier``
+  when the setup changed.
 * Machine: 2 shared CPU cores (other jobs running), niced.
 
 Usage::
 
-    nice -n 10 .venv/bin/python benchmarks/mmpde_burgers.py            # 2 seeds, about 12 CPU minutes
+    nice -n 10 .venv/bin/python benchmarks/mmpde_burgers.py            # 3 seeds, about 20 CPU minutes
     .venv/bin/python benchmarks/mmpde_burgers.py --quick               # about 2 CPU minutes
+    .venv/bin/python benchmarks/mmpde_burgers.py --seeds 0 --set data.trajectories=24 --results /tmp/x  # a sweep
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import sys
@@ -51,12 +54,25 @@ QUICK = {"data": {"trajectories": 8, "test_trajectories": 4}, "dmm": {"steps": 1
          "itp": {"pretrain_steps": 50}, "train": {"epochs": 6}}
 
 
-def config(quick: bool) -> MMPDEConfig:
+def config(quick: bool, overrides: list[str] = ()) -> MMPDEConfig:
+    """The case file's ``method`` section, reduced by ``--quick`` and changed by ``--set section.key=value``."""
     section = yaml.safe_load((ROOT / "cases" / "mmpde_burgers.yaml").read_text())["method"]
     if quick:
         for key, values in QUICK.items():
             section[key] = {**section.get(key, {}), **values}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        part, _, field = key.partition(".")
+        section[part] = {**section.get(part, {}), field: yaml.safe_load(value)}
     return MMPDEConfig(**section)
+
+
+def run_folder(cfg: MMPDEConfig, quick: bool) -> str:
+    """Checkpoint folder name: one per setup (a hash of it), so another setup never resumes these weights."""
+    setup = cfg.model_dump(mode="json")
+    setup["train"].pop("checkpoint_every")
+    digest = hashlib.sha256(json.dumps(setup, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{'quick' if quick else 'full'}_{digest}"
 
 
 def coarse_fem(cfg: MMPDEConfig, seed: int, folder: Path) -> tuple[np.ndarray, float]:
@@ -73,12 +89,28 @@ def earlier(path: Path, cfg: MMPDEConfig) -> list[dict]:
     if not path.is_file():
         return []
     old = json.loads(path.read_text())
-    runs = list(old.get("earlier", []))
-    if old.get("config", {}).get("train") != cfg.model_dump(mode="json")["train"]:
-        runs.append({"date": old["date"], "train": old["config"]["train"], "summary": old["summary"],
+    new = cfg.model_dump(mode="json")
+    # an earlier entry with this very setup is the run being redone: drop it
+    runs = [r for r in old.get("earlier", []) if (r["train"], r.get("trajectories", 24))
+            != (new["train"], new["data"]["trajectories"])]
+    if any(old.get("config", {}).get(k) != new[k] for k in ("train", "data", "network")):
+        runs.append({"date": old["date"], "train": old["config"]["train"],
+                     "trajectories": old["config"]["data"]["trajectories"], "summary": old["summary"],
                      "per_seed": [{"seed": r["seed"], "mmpde_final": r["mmpde_final"], "fixed_final": r["fixed_final"]}
                                   for r in old["seeds"]]})
     return runs
+
+
+def mesh_matters(rows: list[dict]) -> str:
+    """Per seed: does the uniform-mesh ablation change MM-PDE's final error by more than 1 %? (Honest attribution.)"""
+    same = [r for r in rows if abs(r["mmpde_uniform_mesh_final"] - r["mmpde_final"]) < 0.01 * r["mmpde_final"]]
+    won = [r["seed"] for r in same if r["mmpde_final"] < r["fixed_final"]]
+    text = (f"The moving mesh changes the error by more than 1 % on {len(rows) - len(same)} of {len(rows)} seeds"
+            + (f" (not on seeds {[r['seed'] for r in same]})" if same else "") + ".")
+    if won:
+        text += (f" **MM-PDE's win on seeds {won} does not come from the moving mesh**: the same model with the moved "
+                 "branch on the uniform mesh wins by as much (extra capacity, not mesh adaptation).")
+    return text
 
 
 def markdown(result: dict) -> str:
@@ -106,7 +138,13 @@ def markdown(result: dict) -> str:
         f"(ratio {s['ratio']:.3f}); MM-PDE better on {s['seeds_better']} of {len(rows)} seeds.",
         "",
         f"Target \"MM-PDE rollout error below the fixed-mesh network's\": **{'met' if s['target_met'] else 'missed'}**"
-        " (mean final error over seeds).",
+        " (mean final error over seeds; the ablation below says whether the moving mesh is the reason).",
+        "",
+        "Does the moving mesh matter? The same trained MM-PDE with its moved branch run on the uniform mesh instead "
+        "of the DMM's (ablation, no retraining): final rel. L2 "
+        + "; ".join(f"seed {r['seed']}: {r['mmpde_uniform_mesh_final']:.4f} (DMM mesh {r['mmpde_final']:.4f})"
+                    for r in rows if "mmpde_uniform_mesh_final" in r) + ". "
+        + mesh_matters(rows),
         "",
         f"For scale: P1 FEM run directly on the coarse mesh (same dt) reaches a final error of "
         f"{np.mean([r['coarse_fem_final'] for r in rows]):.4f}, and keeping the initial state (u = u0) "
@@ -151,7 +189,8 @@ def markdown(result: dict) -> str:
     lines.append("\nAblations and the diagnosis: docs/mesh_movers.md, section \"Measured (MM-PDE solver)\".")
     for old in result.get("earlier", []):
         t = old["train"]
-        lines += ["", f"Earlier run ({old['date']}, train noise {t['noise']}, {t['epochs']} epochs, lr {t['lr']}): "
+        lines += ["", f"Run with another setup ({old['date']}, {old.get('trajectories', 24)} training trajectories, "
+                  f"train noise {t['noise']}, {t['epochs']} epochs, lr {t['lr']}): "
                   + "; ".join(f"seed {p['seed']}: MM-PDE {p['mmpde_final']:.4f} vs fixed {p['fixed_final']:.4f}"
                               for p in old["per_seed"])
                   + f"; mean ratio {old['summary']['ratio']:.3f}."]
@@ -184,9 +223,11 @@ def plot(result: dict, path: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="reduced data and epochs")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="out/bench_mmpde_burgers", help="data cache and checkpoints")
     parser.add_argument("--results", default=str(ROOT / "docs" / "results"))
+    parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
+                        help="change the case file's method setting, e.g. data.trajectories=48 (for sweeps)")
     parser.add_argument("--markdown-only", action="store_true", help="rewrite the .md from the existing .json")
     args = parser.parse_args()
     if args.markdown_only:
@@ -196,16 +237,16 @@ def main() -> None:
         plot(result, Path(args.results) / f"{name}.png")
         return
     torch.set_num_threads(1)
-    cfg = config(args.quick)
+    cfg = config(args.quick, args.set)
     name = "mmpde_burgers_quick" if args.quick else "mmpde_burgers"
     rows = []
     for seed in args.seeds:
-        run = ("quick" if args.quick else "full") + (f"_noise{cfg.train.noise:g}" if cfg.train.noise else "")
-        folder = Path(args.out) / run / f"seed{seed}"
+        folder = Path(args.out) / run_folder(cfg, args.quick) / f"seed{seed}"
         metrics, _ = train_and_evaluate(cfg, seed, folder, Progress(enabled=sys.stderr.isatty()))
         fem_err, fem_cpu = coarse_fem(cfg, seed, folder)
         mm, fx = metrics["mmpde"], metrics["fixed"]
         rows.append({"seed": seed, "mmpde_final": mm["rollout_rel_l2_final"], "fixed_final": fx["rollout_rel_l2_final"],
+                     "mmpde_uniform_mesh_final": mm["uniform_mesh_rollout_rel_l2_final"],
                      "mmpde_mean": mm["rollout_rel_l2_mean"], "fixed_mean": fx["rollout_rel_l2_mean"],
                      "zero_final": metrics["zero_update"]["rollout_rel_l2_final"],
                      "coarse_fem_final": float(fem_err[-1]), "coarse_fem_cpu_s": fem_cpu,
@@ -221,11 +262,13 @@ def main() -> None:
                                      for k in ("mmpde", "fixed")},
                      "resumed": {k: metrics[k].get("resumed_from") for k in ("mmpde", "fixed")}})
         print(f"seed {seed}: MM-PDE {rows[-1]['mmpde_final']:.4f}  fixed {rows[-1]['fixed_final']:.4f}  "
+              f"MM-PDE on the uniform mesh {rows[-1]['mmpde_uniform_mesh_final']:.4f}  "
               f"zero {rows[-1]['zero_final']:.4f}  coarse FEM {rows[-1]['coarse_fem_final']:.4f}", flush=True)
     mm_final = float(np.mean([r["mmpde_final"] for r in rows]))
     fx_final = float(np.mean([r["fixed_final"] for r in rows]))
     summary = {"mmpde_final": mm_final, "fixed_final": fx_final, "ratio": mm_final / fx_final,
                "seeds_better": sum(r["mmpde_final"] < r["fixed_final"] for r in rows),
+               "mmpde_uniform_mesh_final": float(np.mean([r["mmpde_uniform_mesh_final"] for r in rows])),
                "target_met": mm_final < fx_final}
     results = Path(args.results)
     previous = earlier(results / f"{name}.json", cfg)

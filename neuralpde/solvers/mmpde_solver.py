@@ -215,9 +215,12 @@ def train_solver(solver: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
 
 
 @torch.no_grad()
-def rollout(solver: nn.Module, initial: np.ndarray, steps: int, mover: DMMMover | None, coarse: CoarseMesh
-            ) -> tuple[np.ndarray, np.ndarray | None, int]:
+def rollout(solver: nn.Module, initial: np.ndarray, steps: int, mover: DMMMover | None, coarse: CoarseMesh,
+            uniform: bool = False) -> tuple[np.ndarray, np.ndarray | None, int]:
     """Autoregressive rollout from ``initial`` ``(B, N)`` for ``steps`` steps.
+
+    With ``uniform`` the MM-PDE moved branch gets the fixed (uniform) mesh instead of the DMM's: the ablation that
+    shows whether the moving mesh itself matters.
 
     Returns:
         States ``(B, steps + 1, N)``, the last moved meshes ``(B, N, 2)`` (MM-PDE) and the DMM fallbacks.
@@ -231,7 +234,9 @@ def rollout(solver: nn.Module, initial: np.ndarray, steps: int, mover: DMMMover 
                           fix="check the initial conditions")
     states, moved, fallbacks = [u.numpy().copy()], None, 0
     for step in range(1, steps + 1):
-        if solver.variant == "mmpde":
+        if solver.variant == "mmpde" and uniform:
+            moved = coarse.pos[None].expand(len(u), -1, -1)
+        elif solver.variant == "mmpde":
             moved, fb = move_batch(mover, coarse, u.numpy())
             fallbacks += fb
         u = solver(u, moved)
@@ -498,6 +503,8 @@ def train_and_evaluate(cfg: MMPDEConfig, seed: int, folder: Path | None, progres
                        **diagnostics(solver, data.test, mover, coarse))
         if variant == "mmpde":
             figures["dmm_fallbacks_rollout"] = fb
+            uniform, _, _ = rollout(solver, data.test[:, 0], steps, mover, coarse, uniform=True)
+            figures["uniform_mesh_rollout_rel_l2_final"] = float(rel_l2(uniform, data.test)[:, -1].mean())
             states["moved_points"] = last_moved
         metrics[variant] = figures
         states[variant] = pred
