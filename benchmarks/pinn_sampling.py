@@ -223,7 +223,7 @@ def flow_probe(p: dict[str, Any], seeds: tuple[int, ...] = (0, 1), stages: int =
                          importance_weights=True)
         x = s.initial()
         for stage in range(stages):
-            x = s.next_points(lambda q: pb.pde.f_numpy(q), x, stage)
+            x = s.next_points(pb.pde.f_numpy, x, stage)
             r2 = (x**2).sum(1)
             rows.append({"seed": seed, "stage": stage + 1, "share_u_above_0.1": float(np.mean(np.exp(-10 * r2) > 0.1)),
                          "median_r2": float(np.median(r2))})

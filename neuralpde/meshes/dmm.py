@@ -153,10 +153,14 @@ class DMMNet(nn.Module):
         h = torch.tanh(self.c4(h))
         return self.branch_fc(h.flatten(1))
 
+    def trunk_features(self, xi: torch.Tensor) -> torch.Tensor:
+        """The trunk's features of points ``xi`` (``(..., 2)`` -> ``(..., width)``)."""
+        # cos(pi xi) has zero derivative at xi = 0, 1: d phi / dn = 0 holds exactly on the square's sides
+        return self.trunk(torch.cos(math.pi * xi))
+
     def potential(self, features: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
         """``phi`` at points ``xi`` ``(B, P, 2)`` for branch ``features`` ``(B, width)``, shape ``(B, P)``."""
-        # cos(pi xi) has zero derivative at xi = 0, 1: d phi / dn = 0 holds exactly on the square's sides
-        t = self.trunk(torch.cos(math.pi * xi))
+        t = self.trunk_features(xi)
         f = features[:, None, :].expand(-1, xi.shape[1], -1)
         return self.decoder(torch.cat([f, t], dim=-1))[..., 0]
 
@@ -393,20 +397,21 @@ class DMMMover:
         return entry
 
     def _build_cache(self, xi: torch.Tensor) -> _TrunkCache:
-        with torch.inference_mode():
-            h = torch.cos(math.pi * xi)
-            ds = -math.pi * torch.sin(math.pi * xi)            # d cos(pi xi_d) / d xi_d
-            tangents = [torch.zeros_like(xi) for _ in range(2)]
+        from torch.func import jvp
+
+        w_t = self.net.decoder[0].weight[:, self.config.width:]
+
+        def trunk_pre(p: torch.Tensor) -> torch.Tensor:
+            return self.net.trunk_features(p) @ w_t.T
+
+        with torch.no_grad():       # forward mode, one pass per axis (the trunk acts point by point)
+            pre, jac = None, []
             for d in range(2):
-                tangents[d][:, d] = ds[:, d]
-            for layer in self.net.trunk:
-                h = layer(h)
-                if isinstance(layer, nn.Linear):
-                    tangents = [t @ layer.weight.T for t in tangents]
-                else:                                          # tanh: the derivative is 1 - tanh^2
-                    tangents = [t * (1 - h * h) for t in tangents]
-            w_t = self.net.decoder[0].weight[:, self.config.width:]
-            return _TrunkCache(xi, h @ w_t.T, torch.stack([t @ w_t.T for t in tangents]))
+                axis = torch.zeros_like(xi)
+                axis[:, d] = 1.0
+                pre, tangent = jvp(trunk_pre, (xi,), (axis,))
+                jac.append(tangent)
+            return _TrunkCache(xi, pre, torch.stack(jac))
 
     def _cached_map(self, features: torch.Tensor, cache: _TrunkCache) -> torch.Tensor:
         """Moved points ``(B, P, 2)`` for branch ``features`` ``(B, width)`` (inference only)."""

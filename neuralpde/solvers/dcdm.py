@@ -214,7 +214,7 @@ def reference_solve(backend: Any, problem: Any, mesh: Any, degree: int, options:
     grid = grid_of(mesh, free, degree, "reference.solver.type")
     t1 = time.perf_counter()
     net, _ = network_for(options.checkpoint, grid, transfer=True, device="cpu", field="reference.solver.checkpoint")
-    rep = dcdm(A, b, direction_for(net, grid, A, getattr(options, "levels", 1), "cpu"), rtol=options.rtol,
+    rep = dcdm(A, b, direction_for(net, grid, A, options.levels, "cpu"), rtol=options.rtol,
                atol=options.atol, max_it=options.max_it)
     if not rep.converged:
         raise SolverError(f"DCDM did not converge in {options.max_it} iterations (relative residual "

@@ -186,6 +186,7 @@ def train_solver(solver: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         history = list(state["history"])
+    inner = ~solver.coarse.boundary[None]        # noise on interior nodes only: boundary values are data
     for epoch in range(start_epoch, epochs):
         order = torch.randperm(len(inputs), generator=gen)
         total = 0.0
@@ -193,7 +194,6 @@ def train_solver(solver: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             pick = order[k:k + batch]
             u = inputs[pick]
             if noise > 0:       # input noise: the net learns to correct its own rollout errors (stability)
-                inner = ~solver.coarse.boundary[None]        # boundary values are data and stay exact
                 u = u + noise * torch.randn(u.shape, generator=gen, dtype=u.dtype) * inner
             pred = solver(u, None if moved is None else moved[pick])
             loss = torch.mean((pred - targets[pick]) ** 2)

@@ -205,9 +205,7 @@ class SkfemSolver(ReferenceSolver):
         dt, th = pde.t_end / n, time.theta
         x = disc._values(pde.initial, 0.0)
         disc.dirichlet_values(x, 0.0)
-        M = _lumped(disc.M) if time.lumped else disc.M
-        lhs = (M + th * dt * disc.K).tocsr()
-        explicit = (M - (1 - th) * dt * disc.K).tocsr()
+        _, lhs, explicit = _theta_matrices(disc, time, dt)
         free, D = disc.free, disc.D
         t_assembled = _time.perf_counter()
         lin = _LinearSolver(lhs[free][:, free], solver)
@@ -277,9 +275,7 @@ def _theta_newton(disc: _Discretisation, pde, time: TimeOptions, solver: LinearS
     dt, th = pde.t_end / n, time.theta
     basis, free = disc.basis, disc.free
     x = disc.dirichlet_values(disc._values(pde.initial, 0.0), 0.0)
-    M = _lumped(disc.M) if time.lumped else disc.M
-    lhs = (M + th * dt * disc.K).tocsr()
-    explicit = (M - (1 - th) * dt * disc.K).tocsr()
+    M, lhs, explicit = _theta_matrices(disc, time, dt)
     t_assembled = _time.perf_counter()
     snapshots, iterations = [(0.0, x.copy())], 0
     if time.lumped:        # vertex rule: the reaction at the nodes, weighted by the lumped mass
@@ -319,6 +315,13 @@ def _theta_newton(disc: _Discretisation, pde, time: TimeOptions, solver: LinearS
     snapshots.append((pde.t_end, x.copy()))
     lin.iterations = iterations
     return x, lin, snapshots, t_assembled
+
+
+def _theta_matrices(disc: _Discretisation, time: TimeOptions, dt: float
+                    ) -> tuple[sp.spmatrix, sp.csr_matrix, sp.csr_matrix]:
+    """The mass (row-sum lumped with ``time.lumped``) and the theta scheme's implicit and explicit matrices."""
+    M = _lumped(disc.M) if time.lumped else disc.M
+    return M, (M + time.theta * dt * disc.K).tocsr(), (M - (1 - time.theta) * dt * disc.K).tocsr()
 
 
 def _lumped(M: sp.spmatrix) -> sp.csr_matrix:
