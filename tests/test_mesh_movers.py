@@ -267,6 +267,10 @@ def test_dmm_cached_move_matches_autograd_and_is_keyed_by_mesh(trained_dmm):
     np.testing.assert_allclose(mover.move(square, u).mesh.points, mover.move(square, u, cache=False).mesh.points,
                                atol=1e-6)
     assert np.abs(mover.move(square, u).mesh.points - moved_square).max() > 1e-4
+    plain = mover.move(square, u, cache=False).mesh.points
+    mover.clear_cache()                        # a cache built inside the caller's inference mode is the same
+    with torch.inference_mode():
+        np.testing.assert_allclose(mover.move(square, u).mesh.points, plain, atol=1e-6)
 
 
 def test_dmm_needs_a_rectangle(trained_dmm, tmp_path):

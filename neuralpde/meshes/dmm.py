@@ -341,9 +341,10 @@ class DMMMover:
         sol = _check_solutions([solution], self.config.grid)
         start, cpu = time.perf_counter(), time.process_time()
         if cache:
+            entry = self._cache_for(mesh.points, bounds)
             with torch.inference_mode():
                 features = self.net.branch(self._branch_input(sol))
-                x = self._cached_map(features, self._cache_for(mesh.points, bounds))
+                x = self._cached_map(features, entry)
         else:
             xi = torch.as_tensor((mesh.points - bounds[:, 0]) / (bounds[:, 1] - bounds[:, 0]),
                                  dtype=self.dtype, device=self.device)[None]
@@ -388,23 +389,25 @@ class DMMMover:
         if hit is not None:
             self._trunk_cache.move_to_end(key)
             return hit
-        xi = torch.as_tensor((points - bounds[:, 0]) / (bounds[:, 1] - bounds[:, 0]), dtype=self.dtype,
-                             device=self.device)
-        entry = self._build_cache(xi)
+        entry = self._build_cache((points - bounds[:, 0]) / (bounds[:, 1] - bounds[:, 0]))
         self._trunk_cache[key] = entry
         while len(self._trunk_cache) > self._CACHE_SIZE:
             self._trunk_cache.popitem(last=False)
         return entry
 
-    def _build_cache(self, xi: torch.Tensor) -> _TrunkCache:
+    def _build_cache(self, xi_points: np.ndarray) -> _TrunkCache:
+        """The cache of nodes at ``xi_points`` ``(P, 2)`` (unit square): forward-mode AD of the trunk, one pass
+        per axis (the trunk acts point by point). Never in inference mode, where torch 2.6's ``jvp`` returns zero
+        tangents: a mover called inside the user's ``torch.inference_mode()`` still gets the right derivatives."""
         from torch.func import jvp
 
-        w_t = self.net.decoder[0].weight[:, self.config.width:]
+        with torch.inference_mode(False), torch.no_grad():
+            xi = torch.as_tensor(xi_points, dtype=self.dtype, device=self.device)
+            w_t = self.net.decoder[0].weight[:, self.config.width:]
 
-        def trunk_pre(p: torch.Tensor) -> torch.Tensor:
-            return self.net.trunk_features(p) @ w_t.T
+            def trunk_pre(p: torch.Tensor) -> torch.Tensor:
+                return self.net.trunk_features(p) @ w_t.T
 
-        with torch.no_grad():       # forward mode, one pass per axis (the trunk acts point by point)
             pre, jac = None, []
             for d in range(2):
                 axis = torch.zeros_like(xi)
