@@ -147,7 +147,7 @@ TRUTH = {"fem": "tumour grown by the P1 FEM reference (scikit-fem; lumped mass, 
                 "inference's time steps) on the mesh whose vertices are the cell centres",
          "fd": "tumour grown by the inference's own finite-volume Crank-Nicolson model (2x its time steps: an inverse "
                "crime)"}
-PLANS = ("odil", "forward", "init", "naive", "oracle")
+PLANS = ("odil", "odil_linear", "forward", "init", "naive", "oracle")
 STAGES = ("naive", "init", "odil")   # the scalars before the time-scale fit, after it, after ODIL
 FAR = 1e-4      # "far from the tumour": brain voxels where the true density and the forward run are both below this
 
@@ -173,6 +173,8 @@ def gliodil_patient(seed: int, dim: int, cells: int, steps: int, size_mm: float,
     t1, w1 = time.process_time(), time.perf_counter()
     r = infer(p.wm, p.gm, p.labels, p.grid, iterations=iterations, weights=GLIODIL_WEIGHTS)
     t2, w2 = time.process_time(), time.perf_counter()
+    # ablation: the same inference on the density itself (GliODIL's code), not on log u
+    lin = infer(p.wm, p.gm, p.labels, p.grid, iterations=iterations, weights=GLIODIL_WEIGHTS, density="linear")
     gap = {}
     if truth == "fem":        # the same patient (same draws) grown by the inference's own model
         fd = synthetic_patient(seed, dim=dim, cells=cells, steps=steps, size_mm=size_mm, truth="fd").truth
@@ -180,7 +182,7 @@ def gliodil_patient(seed: int, dim: int, cells: int, steps: int, size_mm: float,
                "fd_vs_fem_dice_th_down": dice(fd >= p.params["th_down"], p.truth >= p.params["th_down"])}
     t3 = time.process_time()
     refined = forward(p.wm, p.gm, p.grid, r.params)[-1]
-    densities = {"odil": r.density, "forward": refined, "init": r.initial_density,
+    densities = {"odil": r.density, "odil_linear": lin.density, "forward": refined, "init": r.initial_density,
                  "naive": forward(p.wm, p.gm, p.grid, r.naive_params)[-1], "oracle": p.truth}
     plans = {k: compare_plans(d, p.labels, p.truth, p.wm + p.gm, p.grid, margin_mm=MARGIN_MM,
                               recurrence=p.recurrence) for k, d in densities.items()}
@@ -196,7 +198,13 @@ def gliodil_patient(seed: int, dim: int, cells: int, steps: int, size_mm: float,
     volume = plans["odil"]["volume_voxels"]
     # the density at the last voxel each plan takes (the ranking decides there)
     at_volume = {k: float(np.sort(d[brain])[::-1][volume - 1]) for k, d in densities.items()}
+    losses = {name: {"start": q.history[0]["loss"], "end": q.history[-1]["loss"],
+                     "min": min(h["loss"] for h in q.history), "max": max(h["loss"] for h in q.history),
+                     "end_terms": q.history[-1]["terms"]} for name, q in (("log", r), ("linear", lin))}
     return {"seed": seed, "haze_median": float(np.median(np.abs(r.density[far]))) if far.any() else 0.0,
+            "haze_median_linear": float(np.median(np.abs(lin.density[far]))) if far.any() else 0.0,
+            "losses": losses, "centre_shift_mm": float(np.sqrt(sum((r.params[f"x{a}"] - r.initial_params[f"x{a}"])**2
+                                                                   for a in range(dim)))),
             "haze_max": float(np.abs(r.density[far]).max()) if far.any() else 0.0, "far_voxels": int(far.sum()),
             "density_at_volume": at_volume, "generate_cpu_s": t1 - t0, "inference_cpu_s": t2 - t1,
             "inference_wall_s": w2 - w1, "forward_cpu_s": time.process_time() - t3, **gap,
@@ -246,6 +254,15 @@ def gliodil_benchmark(patients: int, dim: int, cells: int, steps: int, size_mm: 
     summary["mean_errors"] = {stage: {k: float(np.mean([r["errors"][stage][k] for r in rows]))
                                       for k in rows[0]["errors"][stage]} for stage in STAGES}
     summary["median_haze"] = float(np.median([r["haze_median"] for r in rows]))
+    if "losses" in rows[0]:
+        summary["median_haze_linear"] = float(np.median([r["haze_median_linear"] for r in rows]))
+        summary["median_centre_shift_mm"] = float(np.median([r["centre_shift_mm"] for r in rows]))
+        summary["loss_ratio"] = {}
+        for name in ("log", "linear"):
+            q = np.array([r["losses"][name]["end"] / r["losses"][name]["start"] for r in rows])
+            summary["loss_ratio"][name] = {"median": float(np.median(q)), "min": float(q.min()), "max": float(q.max()),
+                                           "peak": float(max(r["losses"][name]["max"] / r["losses"][name]["start"]
+                                                             for r in rows))}
     summary["median_density_at_volume"] = {k: float(np.median([r["density_at_volume"][k] for r in rows]))
                                            for k in rows[0]["density_at_volume"]}
     for part in ("", "_new"):
@@ -380,7 +397,10 @@ def gliodil_markdown(glio: dict, title: str) -> list[str]:
     lines = [f"## {title}", "",
              f"{glio['patients']} patients, grid {grid} (levels x cells), box {glio['size_mm']:.0f} mm (h = "
              f"{glio['h_mm']:.1f} mm), 100 days, {TRUTH.get(glio.get('truth', 'fd'))}. Adam (multigrid) "
-             f"{glio['iterations']} steps from a forward-run "
+             f"{glio['iterations']} steps"
+             + (" on log u (`odil`; `odil_linear`: the same on u itself, as GliODIL's code), learning rates warmed "
+                "up over the first 1/15 of the steps and decayed by a cosine to 1% (`infer`'s defaults)"
+                if "odil_linear" in glio else "") + " from a forward-run "
              + ("initial guess fitted in time (GliODIL's Dice-peak heuristic, `time_scale_fit`), "
                 if "mean_errors" in glio else "initial guess, ")
              + "the loss weights of GliODIL's code (residual multipliers, means over the whole "
@@ -419,7 +439,21 @@ def gliodil_markdown(glio: dict, title: str) -> list[str]:
                   f"truth by {glio['mean_fd_vs_fem_rel_l2']:.3f} (relative L2 of the final density, mean) and its "
                   f"visible tumour (u >= th_down) has Dice {glio['mean_fd_vs_fem_dice_th_down']:.3f} with the truth's: "
                   "the discretisation error at this h, which the old (finite-volume-grown) cohort did not have.", ""]
-    if "median_haze" in glio:
+    if "median_haze_linear" in glio:
+        d = glio["median_density_at_volume"]
+        lo = glio["loss_ratio"]
+        lines += [f"Haze of the ODIL field at the final time (median |u| over brain voxels where the true density "
+                  f"and the forward run are both < {FAR:g}; median over patients): log u {glio['median_haze']:.1e}, "
+                  f"linear u {glio['median_haze_linear']:.1e}. The density at which a plan reaches the margin's "
+                  f"volume (median over patients): true {d['oracle']:.1e}, forward {d['forward']:.1e}, ODIL on log u "
+                  f"{d['odil']:.1e}, on u {d['odil_linear']:.1e}: on u itself the plan is decided by the haze "
+                  "(docs/odil.md, 'Why the raw field's plan missed').", "",
+                  "Loss at the end / at the start (the forward-run guess), median over patients [min, max]: log u "
+                  f"{lo['log']['median']:.2f} [{lo['log']['min']:.2f}, {lo['log']['max']:.2f}], linear u "
+                  f"{lo['linear']['median']:.2f} [{lo['linear']['min']:.2f}, {lo['linear']['max']:.2f}]; largest "
+                  f"loss on the way / start: {lo['log']['peak']:.1f} (log), {lo['linear']['peak']:.1f} (linear). "
+                  f"Seed centre moved by ODIL: median {glio['median_centre_shift_mm']:.2f} mm.", ""]
+    elif "median_haze" in glio:
         d = glio["median_density_at_volume"]
         lines += [f"Haze of the ODIL field at the final time (median |u| over brain voxels where the true density "
                   f"and the forward run are both < {FAR:g}; median over patients): {glio['median_haze']:.1e}. The "
@@ -435,8 +469,9 @@ def gliodil_markdown(glio: dict, title: str) -> list[str]:
         a, b = glio[plan], glio[f"{plan}_new"]
         lines.append(f"| {plan} | {a['mean']:.3f} | {a['better']}/{n} | {b['mean']:.3f} | {b['better']}/{n} |")
     lines += ["", "| seed | D true / inferred | rho true / inferred | speed true / naive / init / odil | ratio true / "
-              "inferred | Dice 0.25 | margin | odil | forward | init | naive | oracle | haze | at bounds | CPU s |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "inferred | Dice 0.25 | margin | odil | odil_linear | forward | init | naive | oracle | haze | at bounds "
+              "| CPU s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in glio["rows"]:
         t, i, pl = r["true"], r["inferred"], r["plans"]
         lines.append(f"| {r['seed']} | {t['D']:.3f} / {i['D']:.3f} | {t['rho']:.3f} / {i['rho']:.3f} | "
@@ -444,14 +479,16 @@ def gliodil_markdown(glio: dict, title: str) -> list[str]:
                         if "naive" in r else "-") + " | "
                      f"{t['ratio']:.1f} / {i['ratio']:.1f} | {r['dice_0.25']:.3f} | "
                      f"{pl['odil']['margin_coverage']:.3f} | "
-                     f"{pl['odil']['gliodil_coverage']:.3f} | {pl['forward']['gliodil_coverage']:.3f} | "
+                     f"{pl['odil']['gliodil_coverage']:.3f} | "
+                     f"{pl['odil_linear']['gliodil_coverage'] if 'odil_linear' in pl else float('nan'):.3f} | "
+                     f"{pl['forward']['gliodil_coverage']:.3f} | "
                      f"{pl['init']['gliodil_coverage'] if 'init' in pl else float('nan'):.3f} | "
                      f"{pl['naive']['gliodil_coverage'] if 'naive' in pl else float('nan'):.3f} | "
                      f"{pl['oracle']['gliodil_coverage']:.3f} | {r.get('haze_median', float('nan')):.0e} | "
                      f"{', '.join(r['at_bounds']) or '-'} | "
                      f"{r['inference_cpu_s']:.0f} |")
     m = glio["margin"]
-    for plan in [q for q in ("odil", "forward") if q in glio]:
+    for plan in [q for q in ("odil", "odil_linear", "forward") if q in glio]:
         a = glio[plan]
         met = a["mean"] > m and 2 * a["better"] > n
         lines.append("")

@@ -228,6 +228,10 @@ def test_bad_input_is_reported():
 
     with pytest.raises(CaseError, match="tissue maps"):
         pde.discrete_residual(grid, StencilView({"u": torch.zeros(grid.shape, dtype=torch.float64)}))
+    problem = DiscreteProblem({"u": np.ones(4)}, {}, lambda view: {})
+    with pytest.raises(CaseError, match="log_fields") as err:
+        gradient_descent(problem, problem.initial(), iterations=1, log_fields=("v",))
+    assert err.value.field == "method.optimizer.log_fields"
 
 
 def test_cases_run_end_to_end(tmp_path):

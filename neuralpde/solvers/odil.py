@@ -290,7 +290,9 @@ class Multigrid:
 def gradient_descent(problem: DiscreteProblem, x0: np.ndarray, *, optimizer: str = "adam", iterations: int = 1000,
                      lr: float = 1e-3, multigrid: bool = True, levels: int = 0, progress=SILENT,
                      callback: Callable[[int, np.ndarray, float], bool] | None = None,
-                     every: int = 1, scalar_lr: dict[str, float] | None = None) -> tuple[np.ndarray, list[dict]]:
+                     every: int = 1, scalar_lr: dict[str, float] | None = None,
+                     log_fields: tuple[str, ...] = (), floor: float = 1e-30, warmup: int = 0,
+                     decay: float = 1.0) -> tuple[np.ndarray, list[dict]]:
     """Adam or L-BFGS on the multigrid decomposition of the fields (scalars are optimised directly).
 
     Args:
@@ -299,18 +301,32 @@ def gradient_descent(problem: DiscreteProblem, x0: np.ndarray, *, optimizer: str
         multigrid: reparametrise each field as a sum of coarser levels.
         callback: ``callback(iteration, x, loss)`` every ``every`` steps; returning True stops.
         scalar_lr: Adam learning rates of individual scalars (their natural scales differ: mm, days, ratios).
+        log_fields: fields optimised through their logarithm, ``u = exp(v)`` (positive fields that span many
+            decades, such as a tumour density: a step then changes ``u`` relatively, so a coarse level cannot
+            write an absolute haze over the far field); their start is clipped to ``floor`` first.
+        warmup, decay: Adam's learning rates rise linearly over the first ``warmup`` steps, then fall by a cosine
+            to ``decay`` times their value at the last step (``decay=1``: constant). Adam's first steps move every
+            unknown by about ``lr`` whatever its gradient, which from a start that satisfies the PDE (a forward
+            run) costs more than the data gain; the decay lets the last iterate settle instead of hovering at
+            Adam's noise floor.
 
     Returns:
         The unknowns and the loss history.
     """
     fields0, params0 = problem.unpack(x0)
+    unknown = [k for k in log_fields if k not in fields0]
+    if unknown:
+        raise CaseError(f"log_fields names unknown fields {unknown}", field="method.optimizer.log_fields",
+                        fix=f"use some of {sorted(fields0)}")
+    fields0 = {k: torch.log(torch.clamp(v, min=floor)) if k in log_fields else v for k, v in fields0.items()}
     grids = {k: Multigrid(v.shape, levels if multigrid else 1) for k, v in fields0.items()}
     parts = {k: [p.requires_grad_(True) for p in grids[k].split(v)] for k, v in fields0.items()}
     scalars = {k: v.clone().requires_grad_(True) for k, v in params0.items()}
     variables = [p for ps in parts.values() for p in ps] + list(scalars.values())
 
     def current() -> tuple[dict, dict]:
-        return {k: grids[k].join(ps) for k, ps in parts.items()}, scalars
+        fields = {k: grids[k].join(ps) for k, ps in parts.items()}
+        return {k: torch.exp(v) if k in log_fields else v for k, v in fields.items()}, scalars
 
     def pack() -> np.ndarray:
         with torch.no_grad():
@@ -323,7 +339,16 @@ def gradient_descent(problem: DiscreteProblem, x0: np.ndarray, *, optimizer: str
         groups = [{"params": [p for ps in parts.values() for p in ps]}]
         groups += [{"params": [v], "lr": scalar_lr.get(k, lr)} for k, v in scalars.items()]
         opt = torch.optim.Adam(groups, lr=lr)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            frac = (step - warmup) / max(iterations - 1 - warmup, 1)
+            return decay + (1 - decay) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(opt, factor) if warmup or decay != 1.0 else None
     elif optimizer == "lbfgs":
+        schedule = None
         opt = torch.optim.LBFGS(variables, lr=1.0, max_iter=1, max_eval=25, history_size=50,
                                 line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
     else:
@@ -344,6 +369,8 @@ def gradient_descent(problem: DiscreteProblem, x0: np.ndarray, *, optimizer: str
     with progress.task(f"ODIL {optimizer}", total=iterations) as advance:
         for it in range(1, iterations + 1):
             total = opt.step(closure)
+            if schedule is not None:
+                schedule.step()
             loss = float(total.detach())
             if not math.isfinite(loss):
                 raise SolverError(f"the loss became {loss} at step {it}", field="method.optimizer.lr",
