@@ -459,7 +459,7 @@ def gliodil_markdown(glio: dict, title: str) -> list[str]:
                   f"and the forward run are both < {FAR:g}; median over patients): {glio['median_haze']:.1e}. The "
                   "density at which a plan reaches the margin's volume (median over patients): true "
                   f"{d['oracle']:.1e}, forward {d['forward']:.1e}, ODIL {d['odil']:.1e}: the plans are decided by "
-                  "densities far below what the ODIL field resolves (docs/odil.md, 'Why the raw field's plan misses').",
+                  "densities far below what the ODIL field resolves (docs/odil.md, 'Why the raw field's plan missed').",
                   ""]
     lines += ["| plan | coverage of the recurrence | better than margin | coverage of its new part | better |",
               "|---|---|---|---|---|",
