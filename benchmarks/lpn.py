@@ -10,9 +10,17 @@ Protocol (all seeded; fields made by the package, 32 x 32 two-phase "Darcy-like"
   with gamma = 8, 4, 2, 1 x gamma_min, gamma_min = 0.08 * 32).
   The paper trains one model per noise level too (CelebA: 0.05 and 0.1) and picks the one to use per problem.
 * denoising check (issue 8): 16 fresh fields + noise at each training sigma: PSNR of the noisy input, of each
-  network and of TV denoising at its best weight.
+  network and of TV denoising at its best weight; also on the same fields set to 0 on the boundary ring (the heat
+  truths; the priors were trained on fields without that ring), PSNR over the interior pixels.
 * problems: (a) heat: u0 from u(T) (k = 1, T = 0.002, 10 backward-Euler P1 steps, zero Dirichlet values),
   observed at 30% of the interior nodes; (b) deblur: Gaussian blur of 1.5 px. Three noise levels each.
+  Heat (issue 8, third round): the Dirichlet condition fixes u0 = 0 on the boundary ring, so the truths (validation
+  and test) are the same fields set to 0 there (``HeatInverse.field_sampler``), and every method solves for the free
+  dofs only (``pnp_admm(..., free=HeatInverse.free)``: the x-step's normal equations on the interior pixels, the
+  prior still sees the whole 32 x 32 image). A does not depend on the ring, so the observations are the same as
+  before; the ring is exact for every method (reported), and the error is the recoverable one. The priors are those
+  of deblurring (trained on the plain fields); as a check, the same 8 networks trained on the heat truths'
+  distribution (the fields set to 0 on the ring; checkpoint folders ``*_ring0``) run on heat too (``*_ring0`` rows).
 * solver: PnP-ADMM, x-step by CG (at most 30 iterations). Tikhonov and TV are convex, so their minimiser does not
   depend on rho or on the start: they run from A^T y with rho = 10 for 50 iterations (converged: the change per
   iteration is reported, and Tikhonov's PSNR is compared with the direct solve of its normal equations). A
@@ -25,15 +33,15 @@ Protocol (all seeded; fields made by the package, 32 x 32 two-phase "Darcy-like"
   TV: lambda (relative to 1/noise^2) on a half-decade grid 1e-5 ... 1; LPN and unconstrained: sigma_train (which
   network) x the data scale as a multiple 1/16 ... 32 (factors of 2) of the MAP value rho sigma_train^2 / noise^2.
   A choice on the edge of its grid is flagged. Then the 5 test fields are reconstructed. Reported: mean PSNR
-  (peak = 1), relative L2 and CPU seconds per reconstruction; for heat also the PSNR without u0's boundary ring
-  (which A never sees: the Dirichlet value is imposed on u0) and by distance to the boundary.
+  (peak = 1), relative L2 and CPU seconds per reconstruction; for heat also the PSNR on the free dofs (without
+  u0's boundary ring, known to be 0), by distance to the boundary, and the largest |value| on the ring.
 * ADMM convergence: ``||z_k - z_{k-1}|| / ||z_k||`` per iteration, 60 iterations, middle noise level.
 * B3 probe: mean learned R (the sigma 0.1 LPN) over the 5 test fields with added noise (sigma 0 ... 0.3) and with
   blur (0 ... 4 px); the target is a monotone increase.
 
 Usage::
 
-    python benchmarks/lpn.py            # ~30 CPU minutes for training 8 priors (resumable), ~8 for the rest
+    python benchmarks/lpn.py            # ~60 CPU minutes for training 16 priors (resumable), ~10 for the rest
     python benchmarks/lpn.py --quick    # a few minutes, 16 x 16, 1500 training steps
 """
 
@@ -83,25 +91,40 @@ NOISE = {"heat": [0.005, 0.01, 0.02], "deblur": [0.02, 0.05, 0.1]}
 LPN_FACTORS = [0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
 LAMBDAS = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0]
 LEARNED = ("lpn", "unconstrained")
+MAIN = ("lpn", "unconstrained", "tikhonov", "tv")
+RING0 = ("lpn_ring0", "unconstrained_ring0")     # heat: priors trained on the heat truths (fields with a zero ring)
 
 
-def ckpt_folder(ckpt: Path, name: str, sigma: float, steps: int, batch: int, hidden: int = 16) -> Path:
+def is_learned(name: str) -> bool:
+    return name in LEARNED or name in RING0
+
+
+def ckpt_folder(ckpt: Path, name: str, sigma: float, steps: int, batch: int, hidden: int = 16,
+                ring0: bool = False) -> Path:
     """Where a prior's checkpoints live (sigma 0.1 and 16 channels keep the folder names of the earlier runs)."""
-    tag = ("" if sigma == 0.1 else f"_s{sigma:g}") + ("" if hidden == 16 else f"_h{hidden}")
+    tag = ("" if sigma == 0.1 else f"_s{sigma:g}") + ("" if hidden == 16 else f"_h{hidden}") + ("_ring0" * ring0)
     return ckpt / f"{name}{tag}_{steps}x{batch}"
 
 
+def ring_mask(n: int) -> torch.Tensor:
+    """The pixels off the boundary ring (row-major, ``n * n``): the heat problem's free dofs on the unit square."""
+    return distance_bands(n)["0"].logical_not()
+
+
 def train_prior(name: str, sigma: float, n: int, steps: int, batch: int, seed: int, ckpt: Path,
-                hidden: int) -> tuple[LPNConv, dict[str, Any]]:
-    """One prior (``name`` = ``lpn`` or ``unconstrained``) trained as a denoiser at ``sigma`` (resumes)."""
+                hidden: int, ring0: bool = False) -> tuple[LPNConv, dict[str, Any]]:
+    """One prior (``name`` = ``lpn`` or ``unconstrained``) trained as a denoiser at ``sigma`` (resumes); with
+    ``ring0`` on the fields set to 0 on the boundary ring (the heat truths), otherwise on the plain fields."""
     torch.manual_seed(seed)
     cpu0 = time.process_time()
     net = LPNConv(hidden=hidden, strides=STRIDES, beta=10.0, alpha=0.01, size=[n, n], convex=name == "lpn")
     t0 = time.perf_counter()
-    hist = train_lpn(net, field_sampler("piecewise", n), sigma=sigma, batch=batch,
+    sampler = field_sampler("piecewise", n, free=ring_mask(n) if ring0 else None)
+    hist = train_lpn(net, sampler, sigma=sigma, batch=batch,
                      stages=paper_schedule(steps, 0.08 * n), seed=seed, progress=Progress(),
-                     checkpoint_dir=ckpt_folder(ckpt, name, sigma, steps, batch, hidden),
-                     checkpoint_every=max(1, steps // 5), description=f"{name} sigma {sigma:g}")
+                     checkpoint_dir=ckpt_folder(ckpt, name, sigma, steps, batch, hidden, ring0),
+                     checkpoint_every=max(1, steps // 5),
+                     description=f"{name} sigma {sigma:g}" + (" ring 0" if ring0 else ""))
     return net, {
         "train_s": time.perf_counter() - t0, "train_cpu_s": time.process_time() - cpu0, "steps": steps,
         "batch": batch, "sigma": sigma, "hidden": hidden, "resumed_from": hist["resumed_from"],
@@ -110,53 +133,57 @@ def train_prior(name: str, sigma: float, n: int, steps: int, batch: int, seed: i
         "min_constrained_weight": min(float(w.detach().min()) for w in net.constrained_weights())}
 
 
-def train_priors(n: int, steps: int, batch: int, seed: int, ckpt: Path,
-                 hidden: int = HIDDEN) -> tuple[dict[str, Any], dict[str, Any]]:
+def train_priors(n: int, steps: int, batch: int, seed: int, ckpt: Path, hidden: int = HIDDEN,
+                 ring0: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """``{(name, sigma): net}`` for the LPN and its unconstrained twin at every training noise level."""
     nets, info = {}, {}
     for name in LEARNED:
         for sigma in SIGMAS:
-            nets[(name, sigma)], info[f"{name} sigma {sigma:g}"] = train_prior(name, sigma, n, steps, batch, seed,
-                                                                               ckpt, hidden)
+            key = f"{name} sigma {sigma:g}" + (" ring 0" if ring0 else "")
+            nets[(name, sigma)], info[key] = train_prior(name, sigma, n, steps, batch, seed, ckpt, hidden, ring0)
     return nets, info
 
 
-def make_problem(kind: str, n: int, seed: int) -> tuple[LinearOperator, float]:
-    """The operator (heat: as a dense matrix, built once from A^T, so each ADMM x-step is cheap) and its
-    dot-product-test mismatch (of the matrix-free FEM operator for heat)."""
+def make_problem(kind: str, n: int, seed: int) -> tuple[LinearOperator, float, torch.Tensor | None]:
+    """The operator (heat: as a dense matrix, built once from A^T, so each ADMM x-step is cheap), its
+    dot-product-test mismatch (of the matrix-free FEM operator for heat) and the mask of the unknown pixels (heat:
+    all but the Dirichlet ring; deblur: ``None``, all)."""
     if kind == "deblur":
         op = blur_operator(n, 1.5)
-        return op, check_adjoint(op)
-    op = heat_operator(Rectangle().mesh(cells=[n - 1, n - 1]), 1.0, 0.002, 10, 0.3, seed=seed).operator
+        return op, check_adjoint(op), None
+    inverse = heat_operator(Rectangle().mesh(cells=[n - 1, n - 1]), 1.0, 0.002, 10, 0.3, seed=seed)
+    op = inverse.operator
     rows = torch.stack([op.adjoint(e) for e in torch.eye(op.shape[0], dtype=DTYPE)])
-    return LinearOperator.from_matrix(rows), check_adjoint(op)
+    return LinearOperator.from_matrix(rows), check_adjoint(op), inverse.free
 
 
 def grid_of(name: str) -> list[Any]:
     """The weights a method is tuned over: lambda for the baselines, (sigma_train, factor) for learned priors."""
-    if name in LEARNED:
+    if is_learned(name):
         return [(s, f) for s in SIGMAS for f in LPN_FACTORS]
     return list(LAMBDAS)
 
 
 def at_edge(name: str, weight: Any) -> bool:
     """Whether a tuned weight sits on the edge of its grid (the data scale; sigma_train has only three values)."""
-    if name in LEARNED:
+    if is_learned(name):
         return weight[1] in (LPN_FACTORS[0], LPN_FACTORS[-1])
     return weight in (LAMBDAS[0], LAMBDAS[-1])
 
 
 def solve(op, y, name: str, weight: Any, nets: dict, noise: float, n: int, truth=None, iters: int | None = None,
-          x0=None):
-    """PnP-ADMM with one prior and its weight (see :func:`grid_of`) from ``x0`` (default ``A^T y``)."""
-    if name in LEARNED:
+          x0=None, free=None):
+    """PnP-ADMM with one prior and its weight (see :func:`grid_of`) from ``x0`` (default ``A^T y``), solving for
+    the ``free`` pixels (default all; the others stay 0)."""
+    if is_learned(name):
         sigma, factor = weight
         prox = LPNProx(nets[(name, sigma)], (1, n, n))
         return pnp_admm(op, y, prox, rho=RHO, scale=factor * RHO * sigma**2 / noise**2, iters=iters or ITERS,
-                        cg_iter=30, truth=truth, x0=x0)
+                        cg_iter=30, truth=truth, x0=x0, free=free)
     scale = 1.0 / noise**2
     prox = Tikhonov(weight * scale, (n, n)) if name == "tikhonov" else TotalVariation(weight * scale, (n, n))
-    return pnp_admm(op, y, prox, rho=BASE_RHO, scale=scale, iters=iters or BASE_ITERS, cg_iter=30, truth=truth)
+    return pnp_admm(op, y, prox, rho=BASE_RHO, scale=scale, iters=iters or BASE_ITERS, cg_iter=30, truth=truth,
+                    free=free)
 
 
 def observe(op, truth: torch.Tensor, noise: float, gen: torch.Generator) -> torch.Tensor:
@@ -168,25 +195,25 @@ class Reconstructor:
     """Reconstructs with every method on one problem and noise level; the learned priors start from the tuned
     ``start`` baseline's reconstruction of the same observation (cached), or from A^T y."""
 
-    def __init__(self, op, nets, noise: float, n: int, start: str):
-        self.op, self.nets, self.noise, self.n, self.start = op, nets, noise, n, start
+    def __init__(self, op, nets, noise: float, n: int, start: str, free=None):
+        self.op, self.nets, self.noise, self.n, self.start, self.free = op, nets, noise, n, start, free
         self.weights: dict[str, Any] = {}
         self._starts: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}      # id(y) -> (y kept alive, start)
 
     def __call__(self, name: str, weight: Any, y: torch.Tensor, truth=None, iters: int | None = None):
         x0 = None
-        if name in LEARNED and self.start != "adjoint":
+        if is_learned(name) and self.start != "adjoint":
             key = id(y)
             if key not in self._starts:
                 self._starts[key] = (y, solve(self.op, y, self.start, self.weights[self.start], self.nets,
-                                              self.noise, self.n).x)
+                                              self.noise, self.n, free=self.free).x)
             x0 = self._starts[key][1]
-        return solve(self.op, y, name, weight, self.nets, self.noise, self.n, truth, iters, x0)
+        return solve(self.op, y, name, weight, self.nets, self.noise, self.n, truth, iters, x0, self.free)
 
 
 def distance_bands(n: int) -> dict[str, torch.Tensor]:
     """Pixel masks by distance (in pixels) to the edge of the image: ``0`` (the boundary ring), ``1``, ``2-3``,
-    ``>=4``; on heat they separate the unseen ring, the weakly observed pixels near it and the interior."""
+    ``>=4``; on heat they separate the ring (known: 0), the weakly observed pixels next to it and the interior."""
     i = torch.arange(n)
     d1 = torch.minimum(i, n - 1 - i)
     dist = torch.minimum(d1[:, None], d1[None, :]).reshape(-1)
@@ -198,7 +225,7 @@ def band_label(band: str) -> str:
 
 
 def fmt_weight(name: str, weight: Any) -> str:
-    return f"sigma {weight[0]:g}, x{weight[1]:g}" if name in LEARNED else f"lambda {weight:g}"
+    return f"sigma {weight[0]:g}, x{weight[1]:g}" if is_learned(name) else f"lambda {weight:g}"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -207,74 +234,87 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ckpt = Path(args.checkpoints)
     started = time.perf_counter()
     nets, train_info = train_priors(n, args.steps, args.batch, seed, ckpt, args.hidden)
+    # heat, as a check: priors trained on the heat truths' distribution (the same fields, 0 on the boundary ring),
+    # `*_ring0`; the main priors never saw a zero ring
+    heat_nets, heat_info = train_priors(n, args.steps, args.batch, seed, ckpt, args.hidden, ring0=True)
+    train_info.update(heat_info)
     sample = field_sampler("piecewise", n)
     gen = torch.Generator().manual_seed(12345)
     sample(1, gen)                      # the single validation field of the runs before issue 8's retune: skipped,
     test = sample(args.fields, gen).to(DTYPE).reshape(args.fields, -1)      # so the test fields stay the same
     val = sample(args.val, torch.Generator().manual_seed(777)).to(DTYPE).reshape(args.val, -1)
-    # heat: u0's boundary ring is overwritten by the Dirichlet value 0, so A never sees it; PSNR is also reported
-    # on the other pixels (the free dofs)
-    interior = torch.zeros(n, n, dtype=torch.bool)
-    interior[1:-1, 1:-1] = True
-    interior = interior.reshape(-1)
-    bands = distance_bands(n)
-    methods = ("tikhonov", "tv", *LEARNED)          # the baselines first: one of them is the learned priors' start
+    bands = {b: m for b, m in distance_bands(n).items() if b != "0"}        # the ring (d = 0) is exact on heat
     out: dict[str, Any] = {"problems": {}}
     pictures: dict[str, dict[str, np.ndarray]] = {}
     curves: dict[str, Any] = {}
     for kind in ("heat", "deblur"):
-        op, mismatch = make_problem(kind, n, seed)
+        op, mismatch, free = make_problem(kind, n, seed)
+        methods = ("tikhonov", "tv", *LEARNED)          # the baselines first: one of them is the learned priors' start
+        knets = nets
+        if kind == "heat":
+            methods += RING0
+            knets = {**nets, **{(f"{k}_ring0", sg): net for (k, sg), net in heat_nets.items()}}
         res: dict[str, Any] = {"adjoint_mismatch": mismatch, "noise": {}}
+        # heat: the truths satisfy the Dirichlet condition (the same fields, 0 on the boundary ring; A does not
+        # depend on the ring, so the observations are those of the unmasked fields), and every method keeps the
+        # ring at its known value 0
+        val_k, test_k = (val, test) if free is None else (val * free, test * free)
         for level, noise in enumerate(NOISE[kind]):
-            rec = Reconstructor(op, nets, noise, n, args.start)
+            rec = Reconstructor(op, knets, noise, n, args.start, free)
             ngen = torch.Generator().manual_seed(1000 * level + 1)
-            ys_val = [observe(op, v, noise, ngen) for v in val]
+            ys_val = [observe(op, v, noise, ngen) for v in val_k]
             tgen = torch.Generator().manual_seed(1000 * level + 2)
-            ys_test = [observe(op, t, noise, tgen) for t in test]
+            ys_test = [observe(op, t, noise, tgen) for t in test_k]
             row: dict[str, Any] = {}
             for name in methods:
                 choices = grid_of(name)
                 scores = [float(np.mean([psnr(rec(name, w, y).x, v, data_range=1.0)
-                                         for y, v in zip(ys_val, val, strict=True)])) for w in choices]
+                                         for y, v in zip(ys_val, val_k, strict=True)])) for w in choices]
                 best = choices[int(np.argmax(scores))]
                 rec.weights[name] = best
-                ps, rl, cpu, inner, banded = [], [], [], [], []
-                for i, (truth, y) in enumerate(zip(test, ys_test, strict=True)):
-                    if name in LEARNED:
+                ps, rl, cpu, inner, banded, ring = [], [], [], [], [], []
+                for i, (truth, y) in enumerate(zip(test_k, ys_test, strict=True)):
+                    if is_learned(name):
                         rec(name, best, y)          # the start is cached, so the timing below is the method's own
                     c0 = time.process_time()
                     r = rec(name, best, y)
                     cpu.append(time.process_time() - c0)
                     ps.append(psnr(r.x, truth, data_range=1.0))
-                    inner.append(psnr(r.x[interior], truth[interior], data_range=1.0))
-                    banded.append({b: psnr(r.x[m], truth[m], data_range=1.0) for b, m in bands.items()})
+                    if free is not None:
+                        inner.append(psnr(r.x[free], truth[free], data_range=1.0))
+                        ring.append(float(r.x[~free].abs().max()))
+                        banded.append({b: psnr(r.x[m], truth[m], data_range=1.0) for b, m in bands.items()})
                     rl.append(rel_l2(r.x, truth))
                     if level == 1 and i == 0:
                         panels = pictures.setdefault(kind, {"truth": truth.reshape(n, n).numpy()})
                         panels[name] = r.x.reshape(n, n).numpy()
                 if name == "tikhonov":      # the ADMM answer against the direct solve of the normal equations
                     direct = [psnr(x, t, data_range=1.0)
-                              for x, t in zip(tikhonov_direct(op, ys_test, best, (n, n)), test, strict=True)]
+                              for x, t in zip(tikhonov_direct(op, ys_test, best, (n, n), free), test_k, strict=True)]
                     row["tikhonov_direct_psnr_mean"] = float(np.mean(direct))
-                row[name] = {"weight": list(best) if name in LEARNED else best, "at_grid_edge": at_edge(name, best),
+                row[name] = {"weight": list(best) if is_learned(name) else best, "at_grid_edge": at_edge(name, best),
                              "validation_psnr": dict(zip(map(str, choices), scores, strict=True)),
                              "psnr_mean": float(np.mean(ps)), "psnr": ps, "rel_l2_mean": float(np.mean(rl)),
-                             "rel_l2": rl, "cpu_s_mean": float(np.mean(cpu)),
-                             "psnr_interior_mean": float(np.mean(inner)), "psnr_interior": inner,
-                             "psnr_bands_mean": {b: float(np.mean([d[b] for d in banded])) for b in bands}}
+                             "rel_l2": rl, "cpu_s_mean": float(np.mean(cpu))}
+                if free is not None:
+                    row[name].update({"psnr_interior_mean": float(np.mean(inner)), "psnr_interior": inner,
+                                      "ring_max_abs": max(ring),
+                                      "psnr_bands_mean": {b: float(np.mean([d[b] for d in banded])) for b in bands}})
                 print(f"{kind} noise={noise} {name}: {fmt_weight(name, best)}, validation {max(scores):.2f} dB, "
                       f"test PSNR {np.mean(ps):.2f} dB, rel L2 {np.mean(rl):.3f}", flush=True)
             base = max(("tikhonov", "tv"), key=lambda k: row[k]["psnr_mean"])
             row["best_baseline"] = base
             row["lpn_minus_best_baseline_db"] = row["lpn"]["psnr_mean"] - row[base]["psnr_mean"]
-            row["lpn_minus_best_baseline_interior_db"] = (row["lpn"]["psnr_interior_mean"]
-                                                          - row[base]["psnr_interior_mean"])
+            if free is not None:
+                row["lpn_minus_best_baseline_interior_db"] = (row["lpn"]["psnr_interior_mean"]
+                                                              - row[base]["psnr_interior_mean"])
             row["lpn_minus_best_baseline_per_field"] = [a - b for a, b in zip(row["lpn"]["psnr"], row[base]["psnr"],
                                                                               strict=True)]
             res["noise"][str(noise)] = row
             if level == 1:      # convergence at the middle noise level, 60 iterations, each prior with its weights
-                y = observe(op, test[0], noise, torch.Generator().manual_seed(99))
-                curves[kind] = {name: rec(name, rec.weights[name], y, test[0], iters=60).history for name in methods}
+                y = observe(op, test_k[0], noise, torch.Generator().manual_seed(99))
+                curves[kind] = {name: rec(name, rec.weights[name], y, test_k[0], iters=60).history
+                                for name in methods}
                 res["convergence"] = {k: {"change": h["change"], "psnr": h["psnr"]} for k, h in curves[kind].items()}
         out["problems"][kind] = res
     out["denoise"] = {f"{s:g}": denoise_check(nets, n, s) for s in SIGMAS}
@@ -287,18 +327,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def denoise_check(nets: dict[Any, Any], n: int, sigma: float, count: int = 16) -> dict[str, float]:
     """Mean PSNR of denoising ``count`` fresh fields at the training noise ``sigma``: noisy input, the LPN and the
-    unconstrained net trained at ``sigma``, and TV at its best weight."""
+    unconstrained net trained at ``sigma``, and TV at its best weight. ``*_ring0``: the same fields set to 0 on the
+    boundary ring (as the heat truths; the priors never saw such a ring), PSNR over the interior pixels."""
     gen = torch.Generator().manual_seed(123)
     x = field_sampler("piecewise", n)(count, gen).to(DTYPE)
-    y = x + sigma * torch.randn(x.shape, generator=gen, dtype=DTYPE)
+    noise = sigma * torch.randn(x.shape, generator=gen, dtype=DTYPE)
+    y = x + noise
 
-    def mean_psnr(d: torch.Tensor) -> float:
-        return float(np.mean([psnr(d[i], x[i], data_range=1.0) for i in range(count)]))
+    def mean_psnr(d: torch.Tensor, truth: torch.Tensor = x, mask: Any = slice(None)) -> float:
+        return float(np.mean([psnr(d[i, 0][mask], truth[i, 0][mask], data_range=1.0) for i in range(count)]))
 
     res = {"noisy": mean_psnr(y)}
+    inner = distance_bands(n)["0"].reshape(n, n).logical_not()
+    x0 = x * inner
+    y0 = x0 + noise
     for name in LEARNED:
         with torch.no_grad():
             res[name] = mean_psnr(nets[(name, sigma)](y.float()).to(DTYPE))
+            res[f"{name}_ring0"] = mean_psnr(nets[(name, sigma)](y0.float()).to(DTYPE), x0, inner)
+            res[f"{name}_interior"] = mean_psnr(nets[(name, sigma)](y.float()).to(DTYPE), x, inner)
     tv = {}
     for lam in (0.25 * sigma, 0.5 * sigma, sigma, 2 * sigma, 4 * sigma):
         op = TotalVariation(lam, (n, n), iters=200)
@@ -376,27 +423,47 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
             cells = [f"{row[k]['psnr_mean']:.2f} / {row[k]['rel_l2_mean']:.3f}"
                      for k in ("lpn", "unconstrained", "tikhonov", "tv")]
             lines.append(f"| {noise} | " + " | ".join(cells) + f" | {row['lpn_minus_best_baseline_db']:+.2f} dB |")
-        if kind == "heat":      # u0's boundary ring is invisible to A (Dirichlet value 0 imposed on u0)
-            lines += ["", "PSNR without the boundary ring of u0 (the free dofs; A never sees the ring):", "",
+        if kind == "heat":      # u0's boundary ring is known (the Dirichlet value 0): only the free dofs are solved for
+            ring = max(row[k]["ring_max_abs"] for row in pr["noise"].values() for k in ("lpn", "unconstrained",
+                                                                                         "tikhonov", "tv"))
+            n = args.grid
+            lines += ["", "The truths are 0 on the boundary ring of u0 (the Dirichlet condition) and every method "
+                      "solves for the other pixels only: largest |value| on the ring over all reconstructions "
+                      f"{ring:.1e}. PSNR on the free dofs (the interior pixels, the recoverable error; the full-image "
+                      f"PSNR above is this plus 10 log10({n * n}/{(n - 2) ** 2}) = "
+                      f"{10 * np.log10(n * n / (n - 2) ** 2):.2f} dB):", "",
                       "| noise | LPN | unconstrained | Tikhonov | TV | LPN - best(Tikhonov, TV) |",
                       "|---|---|---|---|---|---|"]
             for noise, row in pr["noise"].items():
                 cells = [f"{row[k]['psnr_interior_mean']:.2f}" for k in ("lpn", "unconstrained", "tikhonov", "tv")]
                 lines.append(f"| {noise} | " + " | ".join(cells)
                              + f" | {row['lpn_minus_best_baseline_interior_db']:+.2f} dB |")
+            if RING0[0] in pr["noise"][str(NOISE[kind][1])]:
+                lines += ["", "The priors above are those of deblurring, trained on the plain fields (no zero ring). "
+                          "The same networks trained on the heat truths' distribution (the fields set to 0 on the "
+                          "ring), same protocol (full-image PSNR / rel. L2; minus the best baseline):", "",
+                          "| noise | LPN, ring-0 prior | unconstrained, ring-0 prior | LPN ring-0 - best baseline |",
+                          "|---|---|---|---|"]
+                for noise, row in pr["noise"].items():
+                    base = row[row["best_baseline"]]["psnr_mean"]
+                    lines.append(f"| {noise} | " + " | ".join(f"{row[k]['psnr_mean']:.2f} / {row[k]['rel_l2_mean']:.3f}"
+                                                             for k in RING0)
+                                 + f" | {row[RING0[0]]['psnr_mean'] - base:+.2f} dB |")
             mid_bands = pr["noise"][str(NOISE[kind][1])]
             names = list(mid_bands["lpn"]["psnr_bands_mean"])
             lines += ["", f"PSNR by distance to the boundary (pixels), middle noise {NOISE[kind][1]:g}, test mean:", "",
                       "| method | " + " | ".join(map(band_label, names)) + " |", "|---|" + "---|" * len(names)]
-            for k in ("lpn", "unconstrained", "tikhonov", "tv"):
+            for k in [m for m in (*MAIN, *RING0) if m in mid_bands]:
                 lines.append(f"| {k} | " + " | ".join(f"{mid_bands[k]['psnr_bands_mean'][b]:.2f}" for b in names)
                              + " |")
         lines += ["", "Chosen on the validation fields (validation PSNR; `edge` = on the edge of the grid):", "",
-                  "| noise | LPN | unconstrained | Tikhonov | TV |", "|---|---|---|---|---|"]
+                  "| noise | LPN | unconstrained | Tikhonov | TV |" + " ring-0 LPN | ring-0 unconstrained |"
+                  * (RING0[0] in pr["noise"][str(NOISE[kind][1])]),
+                  "|---|---|---|---|---|" + "---|---|" * (RING0[0] in pr["noise"][str(NOISE[kind][1])])]
         for noise, row in pr["noise"].items():
             cells = []
-            for k in ("lpn", "unconstrained", "tikhonov", "tv"):
-                w = tuple(row[k]["weight"]) if k in LEARNED else row[k]["weight"]
+            for k in [m for m in (*MAIN, *RING0) if m in row]:
+                w = tuple(row[k]["weight"]) if is_learned(k) else row[k]["weight"]
                 edge = ", edge" if row[k]["at_grid_edge"] else ""
                 cells.append(f"{fmt_weight(k, w)} ({max(row[k]['validation_psnr'].values()):.2f} dB{edge})")
             lines.append(f"| {noise} | " + " | ".join(cells) + " |")
@@ -424,6 +491,12 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
     for sigma, d in res["denoise"].items():
         lines.append(f"| {sigma} | {d['noisy']:.2f} | {d['lpn']:.2f} | {d['unconstrained']:.2f} | {d['tv_best']:.2f} "
                      f"(lambda {d['tv_weight']:g}) |")
+    lines += ["", "Does a zero boundary ring (the heat truths) confuse the priors? PSNR over the interior pixels when "
+              "denoising the same fields as they are / set to 0 on the ring (the priors were trained on the former):",
+              "", "| sigma | LPN | LPN, ring 0 | unconstrained | unconstrained, ring 0 |", "|---|---|---|---|---|"]
+    for sigma, d in res["denoise"].items():
+        lines.append(f"| {sigma} | {d['lpn_interior']:.2f} | {d['lpn_ring0']:.2f} | {d['unconstrained_interior']:.2f} "
+                     f"| {d['unconstrained_ring0']:.2f} |")
     p = res["probe"]
     lines += ["", "## B3 probe: mean learned R (the sigma 0.1 LPN)", "",
               "| noise sigma | " + " | ".join(f"{s:g}" for s in p["noise_sigma"]) + " |",
@@ -436,10 +509,12 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
               f"monotone in blur: **{'met' if p['monotone_in_blur'] else 'missed'}**.", "",
               f"![probe]({name}_probe.png)", "", "## Training", ""]
     for k, t in res["training"].items():
+        what = " on the fields set to 0 on the boundary ring (heat)" if k.endswith("ring 0") else ""
         how = (f"resumed from its checkpoint at step {t['resumed_from']} (trained by an earlier run of this command)"
                if t["resumed_from"] else f"trained in {t['train_s']:.0f} s wall / {t['train_cpu_s']:.0f} s CPU, "
                f"final loss {t['final_loss']:.3g}")
-        lines.append(f"- {k}: {t.get('hidden', 16)} channels, {t['params']} parameters, {t['steps']} steps, {how}; "
+        lines.append(f"- {k}: {t.get('hidden', 16)} channels, {t['params']} parameters, {t['steps']} steps{what}, "
+                     f"{how}; "
                      "smallest constrained weight "
                      f"{t['min_constrained_weight']:.2e} (clamped >= 0 for the LPN only).")
     write_text(RESULTS / f"{name}.md", "\n".join(lines) + "\n")

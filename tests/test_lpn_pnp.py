@@ -77,17 +77,83 @@ def test_start_from_a_switched_off_baseline_is_a_clear_error(blurred):
     assert info.value.field == "method.pnp.start" and "adjoint" in info.value.fix
 
 
-def test_heat_operator_does_not_see_the_boundary_ring_of_u0():
-    """u0's boundary values are overwritten by the Dirichlet value 0, so A maps a field living on the ring to 0 and
-    A^T y is 0 there: the ring is unidentifiable, which is why the benchmark also reports PSNR without it."""
+def _heat(steps: int = 4, observe: float = 0.5):
     from neuralpde.meshes.domains import Rectangle
     from neuralpde.solvers.inverse_problems import heat_operator
 
-    op = heat_operator(Rectangle().mesh(cells=[N - 1, N - 1]), 1.0, 0.002, 4, 0.5, seed=0).operator
+    return heat_operator(Rectangle().mesh(cells=[N - 1, N - 1]), 1.0, 0.002, steps, observe, seed=0)
+
+
+def test_heat_operator_does_not_see_the_boundary_ring_of_u0():
+    """u0's boundary values are overwritten by the Dirichlet value 0, so A maps a field living on the ring to 0 and
+    A^T y is 0 there: the ring is not an unknown but known data (u0 = 0), and ``free`` marks the other pixels."""
+    inverse = _heat()
+    op = inverse.operator
     ring = torch.ones(N, N, dtype=D)
     ring[1:-1, 1:-1] = 0
     inside = 1 - ring
+    assert torch.equal(inverse.free, inside.bool().reshape(-1))
     assert float(op(ring.reshape(-1)).abs().max()) == 0.0
     assert float(op(inside.reshape(-1)).abs().max()) > 1e-3          # the interior is seen
     aty = op.adjoint(torch.randn(op.shape[0], generator=torch.Generator().manual_seed(0), dtype=D)).reshape(N, N)
     assert float(aty[ring.bool()].abs().max()) == 0.0 and float(aty[inside.bool()].abs().max()) > 1e-3
+
+
+def test_heat_fields_and_every_reconstruction_vanish_on_the_dirichlet_ring():
+    """Issue 8: the heat problem's fields satisfy u0 = 0 on the ring (the same draws as the plain sampler inside),
+    and every method (both baselines, the LPN and the unconstrained net) solves for the free pixels only: its ring is
+    exactly 0 and Tikhonov is the minimiser over the free pixels. Without the constraint the ring is wrong."""
+    from neuralpde.operators.lpn import LPNConv
+    from neuralpde.solvers.inverse_problems import field_sampler
+    from neuralpde.solvers.pnp import psnr
+
+    inverse = _heat(steps=10, observe=0.5)
+    op, free = inverse.operator, inverse.free
+    fields = inverse.field_sampler("piecewise")(4, torch.Generator().manual_seed(1)).reshape(4, -1)
+    plain = field_sampler("piecewise", N)(4, torch.Generator().manual_seed(1)).reshape(4, -1)
+    assert float(fields[:, ~free].abs().max()) == 0.0 and float(plain[:, ~free].max()) == 1.0
+    assert torch.equal(fields[:, free], plain[:, free])
+    truth = fields[0].to(D)
+    y = op(truth) + 0.01 * torch.randn(op.shape[0], generator=torch.Generator().manual_seed(2), dtype=D)
+    cfg = LPNMethodConfig.model_validate({"type": "lpn", "task": "heat_inverse", "data": {"grid": N},
+                                          "inverse": {"noise": 0.01}, "baselines": {"tikhonov": 1e-3, "tv": 3e-4},
+                                          "pnp": {"iters": 5}})
+    torch.manual_seed(0)
+    nets = {"lpn": LPNConv(hidden=4, strides=(2,), size=[N, N]),
+            "unconstrained": LPNConv(hidden=4, strides=(2,), size=[N, N], convex=False)}
+    priors = make_priors(cfg, nets, N)
+    out = solve_all(cfg, op, y, priors, truth=truth, free=free)
+    assert set(out) == {"tikhonov", "tv", "lpn", "unconstrained"}
+    for name, r in out.items():
+        assert float(r.x[~free].abs().max()) == 0.0, name
+        assert float(r.x[free].abs().max()) > 0.1, name
+    exact, = tikhonov_direct(op, [y], 1e-3, (N, N), free)
+    assert float((out["tikhonov"].x - exact).norm() / exact.norm()) < 1e-3
+    unconstrained = solve_all(cfg, op, y, {"tv": priors["tv"]}, truth=truth)["tv"].x
+    assert float(unconstrained[~free].abs().max()) > 0.1
+    assert psnr(out["tv"].x, truth, 1.0) > psnr(unconstrained, truth, 1.0) + 1.0
+
+
+def test_heat_case_method_scores_a_truth_that_satisfies_the_boundary_condition():
+    """Through the case method (tiny training): the truth and every reconstruction are 0 on the ring."""
+    import numpy as np
+
+    from neuralpde.meshes.domains import Rectangle
+    from neuralpde.pde import BoundaryCondition, Heat, Problem
+    from neuralpde.solvers.inverse_problems import run_inverse
+    from neuralpde.solvers.method import RunContext
+
+    problem = Problem(Heat(k=1, source=0, initial="sin(pi*x)*sin(pi*y)", t_end=0.002), Rectangle(),
+                      [BoundaryCondition("all", "dirichlet", 0)])
+    cfg = LPNMethodConfig.model_validate({
+        "type": "lpn", "task": "heat_inverse", "network": {"hidden": 4, "strides": [2]},
+        "train": {"steps": 4, "batch": 2}, "data": {"grid": N}, "pnp": {"iters": 5, "baseline_iters": 10}})
+    result = run_inverse(cfg, problem, RunContext())
+    m = result.metrics
+    for name in ("lpn", "tikhonov", "tv"):
+        assert m[name]["ring_max_abs"] == 0.0 and np.isfinite(m[name]["psnr_interior"])
+    mesh = problem.domain.mesh(cells=[N - 1, N - 1])
+    boundary = np.isclose(mesh.points[:, :2], 0).any(axis=1) | np.isclose(mesh.points[:, :2], 1).any(axis=1)
+    for name in ("truth_u0", "lpn_u0", "tv_u0"):
+        assert np.abs(result.extra_fields[name].values[boundary]).max() == 0.0
+    assert np.abs(result.extra_fields["truth_u0"].values).max() == 1.0

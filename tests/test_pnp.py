@@ -45,6 +45,28 @@ def test_admm_and_pgd_reach_the_tikhonov_solution(least_squares):
     assert np.allclose(pgd.x.numpy(), exact, atol=1e-6)
 
 
+def test_fixed_entries_stay_at_their_values_and_the_rest_is_the_constrained_minimiser(least_squares):
+    """With ``free``, ADMM and PGD minimise over the x whose other entries equal ``fixed`` (issue 8: the Dirichlet
+    ring of the heat problem's u0); the answer is the constrained least-squares solution, not the free one."""
+    A, y, lam, free_exact = least_squares
+    free = np.array([True, False, True, True, False, True, True, True])
+    fixed = np.array([0.0, 0.5, 0.0, 0.0, -2.0, 0.0, 0.0, 0.0])       # entries at free positions are ignored
+    Af = A[:, free]
+    exact = fixed.copy()
+    exact[free] = np.linalg.solve(Af.T @ Af + lam * np.eye(free.sum()), Af.T @ (y - A @ fixed))
+    mask, values = torch.tensor(free), torch.tensor(fixed) + 9.0 * torch.tensor(free)
+    admm = pnp_admm(A, y, Tikhonov(lam), rho=1.0, iters=300, cg_tol=1e-12, cg_iter=50, free=mask, fixed=values)
+    step = 1.0 / np.linalg.norm(A, 2) ** 2
+    pgd = pnp_pgd(A, y, Tikhonov(lam), step=step, iters=3000, free=mask, fixed=values)
+    for x in (admm.x.numpy(), pgd.x.numpy()):
+        assert np.array_equal(x[~free], fixed[~free])
+        assert np.allclose(x, exact, atol=1e-6)
+    assert np.abs(exact - free_exact).max() > 0.1          # the constraint matters here
+    with pytest.raises(SolverError, match="mask") as info:
+        pnp_admm(A, y, Tikhonov(lam), rho=1.0, free=mask[:5])
+    assert info.value.field == "free"
+
+
 def test_callables_and_matrix_give_the_same_operator(least_squares):
     A, y, lam, _ = least_squares
     At = torch.tensor(A)

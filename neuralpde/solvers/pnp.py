@@ -5,6 +5,8 @@ a learned proximal network (:class:`LPNProx`; then ``R`` is the LPN's exact prio
 :class:`SoftThreshold` (``lam |x|_1``), :class:`Tikhonov` (``lam/2 ||x||^2`` or ``lam/2 ||grad x||^2``) and
 :class:`TotalVariation` (isotropic TV). ``A`` is a :class:`LinearOperator` made from a matrix or from the
 pair of callables ``(A, A^T)``; :func:`check_adjoint` catches an ``A^T`` that is not the adjoint.
+Entries of ``x`` that are known (e.g. Dirichlet values of a PDE's initial condition) stay fixed: pass the mask
+``free`` of the unknown ones (and their ``fixed`` values, default 0); the x-step then solves for the free entries only.
 
     >>> import numpy as np
     >>> A = LinearOperator.from_matrix(np.eye(4)[:3])          # observe 3 of 4 entries
@@ -183,15 +185,23 @@ def _laplacian(u: torch.Tensor) -> torch.Tensor:
     return -_div(*_grad(u))
 
 
-def tikhonov_direct(op: Any, ys: list[torch.Tensor], lam: float, shape: tuple[int, int]) -> list[torch.Tensor]:
+def tikhonov_direct(op: Any, ys: list[torch.Tensor], lam: float, shape: tuple[int, int],
+                    free: Any = None) -> list[torch.Tensor]:
     """The minimisers of ``1/2 ||A x - y||^2 + lam/2 ||grad x||^2`` (the gradient of :class:`Tikhonov` on a grid
     ``shape``) for each ``y``, by a dense solve of ``(A^T A + lam grad^T grad) x = A^T y``: small grids only, as
-    the check that an iterative solve reached the minimiser."""
+    the check that an iterative solve reached the minimiser. With a mask ``free`` the other entries are 0 and the
+    normal equations are solved for the free entries only."""
     op = as_operator(op, shape[0] * shape[1])
     eye = torch.eye(shape[0] * shape[1], dtype=ys[0].dtype)
     ata = torch.stack([op.adjoint(op(e)) for e in eye], dim=1)
     lap = torch.stack([_laplacian(e.reshape(shape)).reshape(-1) for e in eye], dim=1)
-    return [torch.linalg.solve(ata + lam * lap, op.adjoint(y)) for y in ys]
+    keep = torch.ones(len(eye), dtype=torch.bool) if free is None else torch.as_tensor(free).reshape(-1).bool()
+    out = []
+    for y in ys:
+        x = torch.zeros(len(eye), dtype=ys[0].dtype)
+        x[keep] = torch.linalg.solve((ata + lam * lap)[keep][:, keep], op.adjoint(y)[keep])
+        out.append(x)
+    return out
 
 
 class TotalVariation:
@@ -270,6 +280,26 @@ def _prepare(op: Any, y: Any, x0: Any, n: int | None) -> tuple[LinearOperator, t
     return op, y, x
 
 
+def _constraint(free: Any, fixed: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(mask, c)``: the mask of free entries (float 0/1) and ``c``, the fixed values with 0 at the free entries;
+    ``None`` without a constraint."""
+    if free is None:
+        return None
+    mask = torch.as_tensor(free).reshape(-1)
+    if mask.numel() != x.numel():
+        raise SolverError(f"the free-entry mask has {mask.numel()} values, x has {x.numel()}", field="free",
+                          fix="pass a boolean mask with one value per entry of x (True = unknown)")
+    mask = mask.to(torch.bool)
+    c = torch.broadcast_to(torch.as_tensor(fixed, dtype=DTYPE).reshape(-1), x.shape).clone()
+    c[mask] = 0.0
+    return mask.to(DTYPE), c
+
+
+def _project(x: torch.Tensor, constraint: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """``x`` with its fixed entries set to their values."""
+    return x if constraint is None else constraint[0] * x + constraint[1]
+
+
 def _record(history: dict[str, list[float]], x: torch.Tensor, prev: torch.Tensor, truth: Any) -> None:
     history.setdefault("change", []).append(float((x - prev).norm() / max(float(x.norm()), 1e-300)))
     if truth is not None:
@@ -279,11 +309,17 @@ def _record(history: dict[str, list[float]], x: torch.Tensor, prev: torch.Tensor
 
 def pnp_admm(op: Any, y: Any, prox: Callable[[torch.Tensor, float], torch.Tensor], *, rho: float,
              scale: float = 1.0, iters: int = 20, x0: Any = None, n: int | None = None, cg_tol: float = 1e-5,
-             cg_iter: int = 30, truth: Any = None) -> PnPResult:
+             cg_iter: int = 30, truth: Any = None, free: Any = None, fixed: Any = 0.0) -> PnPResult:
     """PnP-ADMM for ``scale/2 ||A x - y||^2 + R(x)`` with the split ``x = z``.
 
     x-step: ``(scale A^T A + rho I) x = scale A^T y + rho (z - u)`` by CG (warm-started); z-step:
     ``z = prox(x + u, 1/rho)``; u-step: ``u += x - z``. Starts from ``x0`` (default ``A^T y``).
+
+    With a mask ``free`` the problem is ``min scale/2 ||A x - y||^2 + R(x)`` over the ``x`` whose other entries
+    equal ``fixed``: the indicator of that set joins the data term, so the x-step solves the normal equations for the
+    free entries only (``P (scale A^T A + rho I) P^T``, ``P`` the restriction) and keeps the fixed ones; the prox
+    still sees the whole image. The returned ``z`` has its fixed entries set to their values (at a fixed point
+    ``x = z``, so this only removes what is left of the split).
 
     Args:
         op: the forward operator (see :func:`as_operator`).
@@ -297,6 +333,8 @@ def pnp_admm(op: Any, y: Any, prox: Callable[[torch.Tensor, float], torch.Tensor
         cg_tol: relative tolerance of the x-step's CG.
         cg_iter: CG iterations at most per x-step.
         truth: the true ``x``, to record ``rel_l2`` and ``psnr`` per iteration.
+        free: boolean mask of the unknown entries of ``x`` (default: all).
+        fixed: the values of the other entries (a number or a vector; its free entries are ignored).
 
     Returns:
         A :class:`PnPResult` with ``x = z`` (the prox output) of the last iteration.
@@ -305,38 +343,55 @@ def pnp_admm(op: Any, y: Any, prox: Callable[[torch.Tensor, float], torch.Tensor
         raise SolverError(f"rho and scale must be positive, got {rho}, {scale}", field="method.pnp",
                           fix="e.g. rho: 0.1, scale: 1")
     op, y, x = _prepare(op, y, x0, n)
+    constraint = _constraint(free, fixed, x)
+    x = _project(x, constraint)
     z, u = x.clone(), torch.zeros_like(x)
-    aty = scale * op.adjoint(y)
     history: dict[str, list[float]] = {}
     cg_total = 0
+    if constraint is None:
+        aty = scale * op.adjoint(y)
 
-    def normal(v: torch.Tensor) -> torch.Tensor:
-        return scale * op.adjoint(op.forward(v)) + rho * v
+        def normal(v: torch.Tensor) -> torch.Tensor:
+            return scale * op.adjoint(op.forward(v)) + rho * v
+    else:
+        mask, c = constraint
+        aty = mask * (scale * op.adjoint(y - op.forward(c)))      # the fixed entries' part of Ax moves to the right
+
+        def normal(v: torch.Tensor) -> torch.Tensor:
+            return mask * (scale * op.adjoint(op.forward(mask * v)) + rho * v)
 
     for _ in range(iters):
-        x, it = cg(normal, aty + rho * (z - u), x0=x, tol=cg_tol, max_iter=cg_iter)
+        if constraint is None:
+            x, it = cg(normal, aty + rho * (z - u), x0=x, tol=cg_tol, max_iter=cg_iter)
+        else:
+            free_part, it = cg(normal, aty + rho * mask * (z - u), x0=mask * x, tol=cg_tol, max_iter=cg_iter)
+            x = mask * free_part + c
         cg_total += it
         z_prev = z
         z = prox(x + u, 1.0 / rho)
         u = u + x - z
         _record(history, z, z_prev, truth)
         history.setdefault("primal", []).append(float((x - z).norm()))
-    return PnPResult(z, history, cg_total)
+    return PnPResult(_project(z, constraint), history, cg_total)
 
 
 def pnp_pgd(op: Any, y: Any, prox: Callable[[torch.Tensor, float], torch.Tensor], *, step: float,
-            scale: float = 1.0, iters: int = 20, x0: Any = None, n: int | None = None, truth: Any = None) -> PnPResult:
+            scale: float = 1.0, iters: int = 20, x0: Any = None, n: int | None = None, truth: Any = None,
+            free: Any = None, fixed: Any = 0.0) -> PnPResult:
     """PnP proximal gradient: ``x <- prox(x - step scale A^T (A x - y), step)``, from ``x0`` (default ``A^T y``).
 
-    Converges for a convex ``R`` when ``step * scale * ||A||^2 < 2``.
+    Converges for a convex ``R`` when ``step * scale * ||A||^2 < 2``. With a mask ``free`` (see :func:`pnp_admm`)
+    each iterate's fixed entries are set to ``fixed`` after the prox (projected PGD).
     """
     if step <= 0 or scale <= 0:
         raise SolverError(f"step and scale must be positive, got {step}, {scale}", field="method.pnp",
                           fix="e.g. step: 1, scale: 1")
     op, y, x = _prepare(op, y, x0, n)
+    constraint = _constraint(free, fixed, x)
+    x = _project(x, constraint)
     history: dict[str, list[float]] = {}
     for _ in range(iters):
         prev = x
-        x = prox(x - step * scale * op.adjoint(op.forward(x) - y), step)
+        x = _project(prox(x - step * scale * op.adjoint(op.forward(x) - y), step), constraint)
         _record(history, x, prev, truth)
     return PnPResult(x, history)
