@@ -346,7 +346,7 @@ def gradient_descent(problem: DiscreteProblem, x0: np.ndarray, *, optimizer: str
             frac = (step - warmup) / max(iterations - 1 - warmup, 1)
             return decay + (1 - decay) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
 
-        schedule = torch.optim.lr_scheduler.LambdaLR(opt, factor) if warmup or decay != 1.0 else None
+        schedule = torch.optim.lr_scheduler.LambdaLR(opt, factor)      # warmup 0, decay 1: factor 1 throughout
     elif optimizer == "lbfgs":
         schedule = None
         opt = torch.optim.LBFGS(variables, lr=1.0, max_iter=1, max_eval=25, history_size=50,

@@ -280,11 +280,11 @@ def _prepare(op: Any, y: Any, x0: Any, n: int | None) -> tuple[LinearOperator, t
     return op, y, x
 
 
-def _constraint(free: Any, fixed: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _constraint(free: Any, fixed: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(mask, c)``: the mask of free entries (float 0/1) and ``c``, the fixed values with 0 at the free entries;
-    ``None`` without a constraint."""
+    without ``free`` every entry is free (mask 1, c 0: the projections below are then exact identities)."""
     if free is None:
-        return None
+        return torch.ones_like(x), torch.zeros_like(x)
     mask = torch.as_tensor(free).reshape(-1)
     if mask.numel() != x.numel():
         raise SolverError(f"the free-entry mask has {mask.numel()} values, x has {x.numel()}", field="free",
@@ -295,9 +295,9 @@ def _constraint(free: Any, fixed: Any, x: torch.Tensor) -> tuple[torch.Tensor, t
     return mask.to(DTYPE), c
 
 
-def _project(x: torch.Tensor, constraint: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+def _project(x: torch.Tensor, constraint: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """``x`` with its fixed entries set to their values."""
-    return x if constraint is None else constraint[0] * x + constraint[1]
+    return constraint[0] * x + constraint[1]
 
 
 def _record(history: dict[str, list[float]], x: torch.Tensor, prev: torch.Tensor, truth: Any) -> None:
@@ -348,24 +348,15 @@ def pnp_admm(op: Any, y: Any, prox: Callable[[torch.Tensor, float], torch.Tensor
     z, u = x.clone(), torch.zeros_like(x)
     history: dict[str, list[float]] = {}
     cg_total = 0
-    if constraint is None:
-        aty = scale * op.adjoint(y)
+    mask, c = constraint
+    aty = mask * (scale * op.adjoint(y - op.forward(c)))      # the fixed entries' part of Ax moves to the right
 
-        def normal(v: torch.Tensor) -> torch.Tensor:
-            return scale * op.adjoint(op.forward(v)) + rho * v
-    else:
-        mask, c = constraint
-        aty = mask * (scale * op.adjoint(y - op.forward(c)))      # the fixed entries' part of Ax moves to the right
-
-        def normal(v: torch.Tensor) -> torch.Tensor:
-            return mask * (scale * op.adjoint(op.forward(mask * v)) + rho * v)
+    def normal(v: torch.Tensor) -> torch.Tensor:
+        return mask * (scale * op.adjoint(op.forward(mask * v)) + rho * v)
 
     for _ in range(iters):
-        if constraint is None:
-            x, it = cg(normal, aty + rho * (z - u), x0=x, tol=cg_tol, max_iter=cg_iter)
-        else:
-            free_part, it = cg(normal, aty + rho * mask * (z - u), x0=mask * x, tol=cg_tol, max_iter=cg_iter)
-            x = mask * free_part + c
+        free_part, it = cg(normal, aty + rho * mask * (z - u), x0=mask * x, tol=cg_tol, max_iter=cg_iter)
+        x = mask * free_part + c
         cg_total += it
         z_prev = z
         z = prox(x + u, 1.0 / rho)
