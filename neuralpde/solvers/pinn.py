@@ -61,11 +61,15 @@ class SamplerConfig(Strict):
 
 
 class TrainConfig(Strict):
-    """Adam steps *per stage*, learning rate, L-BFGS steps after the last stage, loss display interval."""
+    """Adam steps *per stage*, learning rate, L-BFGS steps after the last stage (and its precision), loss display
+    interval."""
 
     adam_steps: int = Field(2000, ge=1)
     lr: float = Field(1e-3, gt=0)
     lbfgs_steps: int = Field(0, ge=0)
+    #: run the L-BFGS finish in float64 (net and points cast for it, back to float32 after): in float32 DeepXDE's
+    #: L-BFGS stops at its tolerance after a few thousand iterations (docs/pinn.md)
+    lbfgs_float64: bool = False
     display_every: int = Field(100, ge=1)
 
 

@@ -419,6 +419,8 @@ class Training:
     best_step: int = 0
     best_state: dict | None = None
     nan_at: tuple[int, int] | None = None     # (stage, step)
+    #: what the L-BFGS finish did (:func:`lbfgs_finish`), empty without one
+    lbfgs: dict[str, Any] = field(default_factory=dict)
 
 
 def _callbacks(dde: Any, sampler: Sampler, problem: Any, config: PINNConfig, ctx: RunContext, training: Training,
@@ -529,14 +531,15 @@ def train_pinn(problem: Any, reference: Any, config: PINNConfig, ctx: RunContext
     t = config.train
     total = t.adam_steps * config.sampler.stages
     started = time.perf_counter()
-    with ctx.progress.task(f"pinn ({config.sampler.type})", total=total) as advance:
+    with ctx.progress.task(f"pinn ({config.sampler.type})", total=total + t.lbfgs_steps) as advance:
         callbacks = _callbacks(dde, sampler, problem, config, ctx, training, config.sampler.type == "fixed", advance)
         model.compile("adam", lr=t.lr)
         model.train(iterations=total, display_every=t.display_every, callbacks=callbacks, verbose=0)
-    if training.nan_at is None and t.lbfgs_steps:
-        dde.optimizers.set_LBFGS_options(maxiter=t.lbfgs_steps)
-        model.compile("L-BFGS")
-        model.train(display_every=t.display_every, callbacks=callbacks[1:], verbose=0)
+        if training.nan_at is None and t.lbfgs_steps:
+            # the Guard only: the Stages callback would resample, and L-BFGS must finish on the last stage's
+            # points with their importance weights (DeepXDE keeps train_x and train_aux_vars until replaced)
+            training.lbfgs = lbfgs_finish(dde, model, t.lbfgs_steps, t.display_every, callbacks[1:],
+                                          float64=t.lbfgs_float64)
     train_s = time.perf_counter() - started
     net = model.net
     if training.nan_at is not None:
@@ -551,6 +554,84 @@ def train_pinn(problem: Any, reference: Any, config: PINNConfig, ctx: RunContext
     ckpt = _save(net.state_dict(), "pinn.pt", model.train_state.step, float(np.sum(model.train_state.loss_train)),
                  config, region, ctx)
     return _result(problem, reference, config, ctx, net, region, sampler, training, train_s, ckpt)
+
+
+def lbfgs_finish(dde: Any, model: Any, steps: int, display_every: int, callbacks: list[Any],
+                 float64: bool = False) -> dict[str, Any]:
+    """DeepXDE's L-BFGS (torch.optim.LBFGS, strong Wolfe line search) for at most ``steps`` iterations on the
+    model's current training points; it stops earlier at DeepXDE's tolerances (gtol 1e-8, no progress).
+
+    Args:
+        dde: the DeepXDE module.
+        model: a compiled and trained ``dde.Model``.
+        steps: the most L-BFGS iterations.
+        display_every: DeepXDE's loss display interval.
+        callbacks: DeepXDE callbacks for the L-BFGS run (not a resampler: the points must stay).
+        float64: cast the net, the training points and weights to float64 for the run (and back after it).
+
+    Returns:
+        ``{"steps": iterations taken, "loss_before", "loss_after", "cpu_s"}``.
+    """
+    if float64:
+        dtype = torch.get_default_dtype()
+        _cast(model, torch.float64)
+        try:
+            return lbfgs_finish(dde, model, steps, display_every, callbacks)
+        finally:
+            _cast(model, dtype)
+    opts = dde.optimizers.config.LBFGS_options
+    saved = dict(opts)          # DeepXDE's options are global: others (pinn_inverse) get them back as they were
+    try:
+        return _lbfgs(dde, model, steps, display_every, callbacks, opts)
+    finally:
+        opts.clear()
+        opts.update(saved)
+
+
+def _lbfgs(dde: Any, model: Any, steps: int, display_every: int, callbacks: list[Any], opts: dict) -> dict[str, Any]:
+    dde.optimizers.set_LBFGS_options(maxiter=steps)
+    # DeepXDE derives the iterations per torch LBFGS call (at most 1000) from maxiter only once, at import (from
+    # its default 15 000): without this a request of 50 steps would run up to 1000
+    opts["iter_per_step"] = min(1000, steps)
+    opts["fun_per_step"] = opts["maxfun"] * opts["iter_per_step"] // steps
+    before, step0, c0 = float(np.sum(model.train_state.loss_train)), model.train_state.step, time.process_time()
+
+    class Budget(dde.callbacks.Callback):
+        """DeepXDE calls torch's LBFGS until ``maxiter`` is *passed* (a call that hits its evaluation limit early
+        is followed by a full one): the next call gets only the iterations left."""
+
+        def on_epoch_begin(self) -> None:
+            group = self.model.opt.param_groups[0]
+            group["max_iter"] = max(1, min(opts["iter_per_step"], steps - (self.model.train_state.step - step0)))
+            group["max_eval"] = max(group["max_iter"] + 1, group["max_iter"] * 5 // 4)
+
+    model.compile("L-BFGS")
+    model.train(display_every=display_every, callbacks=[Budget(), *callbacks], verbose=0)
+    # DeepXDE stops without counting or testing a call that made one iteration ("converged"): the iterations
+    # are torch's own count, and the loss is evaluated afresh
+    taken = int(model.opt.state[model.opt._params[0]].get("n_iter", 0))
+    model._test(verbose=0)
+    return {"steps": taken, "loss_before": before, "loss_after": float(np.sum(model.train_state.loss_train)),
+            "cpu_s": time.process_time() - c0}
+
+
+def _cast(model: Any, dtype: Any) -> None:
+    """The net, the default dtype and the data's cached point arrays in ``dtype`` (DeepXDE feeds numpy arrays as
+    they are, so a float64 net needs float64 points)."""
+    torch.set_default_dtype(dtype)
+    model.net.to(dtype)
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    for name in ("train_x", "train_x_all", "train_x_bc", "test_x", "train_aux_vars", "test_aux_vars", "anchors"):
+        value = getattr(model.data, name, None)
+        if isinstance(value, np.ndarray):
+            setattr(model.data, name, value.astype(np_dtype))
+    for bc in getattr(model.data, "bcs", []):       # soft boundary conditions keep their own points and values
+        for name in ("points", "values"):
+            value = getattr(bc, name, None)
+            if isinstance(value, np.ndarray):
+                setattr(bc, name, value.astype(np_dtype))
+            elif isinstance(value, torch.Tensor) and value.is_floating_point():
+                setattr(bc, name, value.to(dtype))
 
 
 def _save(state: dict | None, name: str, step: int, loss: float, config: PINNConfig, region: Region,
@@ -579,6 +660,8 @@ def _result(problem: Any, reference: Any, config: PINNConfig, ctx: RunContext, n
         "stage_residual_rms": [float(np.sqrt(np.mean(s.residual ** 2))) for s in training.stages],
         "flow_collapses": sum(1 for h in sampler.history if h.get("collapsed")),
     }
+    if training.lbfgs:
+        metrics["lbfgs"] = training.lbfgs
     exact = problem.exact
     if exact is not None:
         rng = np.random.default_rng(ctx.seed + 2)
