@@ -3,24 +3,25 @@
 
 Protocol (all seeded; fields made by the package, 32 x 32 two-phase "Darcy-like" fields):
 
-* priors: LPNs (convex, the paper's ICNN reduced: 32 channels (``--hidden``; 16 before issue 8's second round),
-  strides 2-1-2, beta 10, alpha 0.01, sum read-out) and the same network without the weight clamp
-  ("unconstrained"), trained as denoisers at each noise level sigma_train in ``SIGMAS`` (0.05, 0.1, 0.2, 0.4) with
-  the paper's schedule scaled down (8000 steps at batch 16: half L1 at lr 1e-3, then proximal matching at lr 1e-4
-  with gamma = 8, 4, 2, 1 x gamma_min, gamma_min = 0.08 * 32).
+* priors: LPNs (convex, the paper's ICNN reduced: strides 2-1-2, beta 10, alpha 0.01, sum read-out; deblurring
+  32 channels (``--hidden``; 16 before issue 8's second round), heat 64 (``--heat-hidden``, the paper's MNIST
+  width; 32 before issue 8's fourth round)) and the same network without the weight clamp ("unconstrained"),
+  trained as denoisers on the distribution of their problem's truths (heat: the fields set to 0 on the Dirichlet
+  ring, ``HeatInverse.free``; deblurring: the plain fields) at each noise level sigma_train in ``SIGMAS``
+  (0.05, 0.1, 0.2, 0.4) with the paper's schedule scaled down (8000 steps at batch 16: half L1 at lr 1e-3, then
+  proximal matching at lr 1e-4 with gamma = 8, 4, 2, 1 x gamma_min, gamma_min = 0.08 * 32).
   The paper trains one model per noise level too (CelebA: 0.05 and 0.1) and picks the one to use per problem.
-* denoising check (issue 8): 16 fresh fields + noise at each training sigma: PSNR of the noisy input, of each
-  network and of TV denoising at its best weight; also on the same fields set to 0 on the boundary ring (the heat
-  truths; the priors were trained on fields without that ring), PSNR over the interior pixels.
+* denoising check (issue 8): 16 fresh fields of each problem's distribution + noise at each training sigma: PSNR
+  of the noisy input, of each network and of TV denoising at its best weight (heat: over the free pixels).
 * problems: (a) heat: u0 from u(T) (k = 1, T = 0.002, 10 backward-Euler P1 steps, zero Dirichlet values),
   observed at 30% of the interior nodes; (b) deblur: Gaussian blur of 1.5 px. Three noise levels each.
   Heat (issue 8, third round): the Dirichlet condition fixes u0 = 0 on the boundary ring, so the truths (validation
   and test) are the same fields set to 0 there (``HeatInverse.field_sampler``), and every method solves for the free
   dofs only (``pnp_admm(..., free=HeatInverse.free)``: the x-step's normal equations on the interior pixels, the
   prior still sees the whole 32 x 32 image). A does not depend on the ring, so the observations are the same as
-  before; the ring is exact for every method (reported), and the error is the recoverable one. The priors are those
-  of deblurring (trained on the plain fields); as a check, the same 8 networks trained on the heat truths'
-  distribution (the fields set to 0 on the ring; checkpoint folders ``*_ring0``) run on heat too (``*_ring0`` rows).
+  before; the ring is exact for every method (reported), and the error is the recoverable one. The heat priors
+  are trained on these truths' distribution (checkpoint folders ``*_ring0``); until the fourth round they were
+  deblurring's, trained on the plain fields (docs/lpn.md has what that cost).
 * solver: PnP-ADMM, x-step by CG (at most 30 iterations). Tikhonov and TV are convex, so their minimiser does not
   depend on rho or on the start: they run from A^T y with rho = 10 for 50 iterations (converged: the change per
   iteration is reported, and Tikhonov's PSNR is compared with the direct solve of its normal equations). A
@@ -31,17 +32,18 @@ Protocol (all seeded; fields made by the package, 32 x 32 two-phase "Darcy-like"
 * tuning, the same rule for every method: the weights with the best mean PSNR on ``--val`` validation fields
   (drawn from their own seed, never the test fields; their own noise draws) over the method's grid: Tikhonov and
   TV: lambda (relative to 1/noise^2) on a half-decade grid 1e-5 ... 1; LPN and unconstrained: sigma_train (which
-  network) x the data scale as a multiple 1/16 ... 32 (factors of 2) of the MAP value rho sigma_train^2 / noise^2.
+  network) x the data scale as a multiple 1/16 ... 128 (factors of 2; the grid stopped at 32 until issue 8's fourth
+  round, where heat chose 32) of the MAP value rho sigma_train^2 / noise^2.
   A choice on the edge of its grid is flagged. Then the 5 test fields are reconstructed. Reported: mean PSNR
   (peak = 1), relative L2 and CPU seconds per reconstruction; for heat also the PSNR on the free dofs (without
   u0's boundary ring, known to be 0), by distance to the boundary, and the largest |value| on the ring.
 * ADMM convergence: ``||z_k - z_{k-1}|| / ||z_k||`` per iteration, 60 iterations, middle noise level.
-* B3 probe: mean learned R (the sigma 0.1 LPN) over the 5 test fields with added noise (sigma 0 ... 0.3) and with
-  blur (0 ... 4 px); the target is a monotone increase.
+* B3 probe: mean learned R (the deblurring sigma 0.1 LPN) over the 5 test fields with added noise (sigma 0 ... 0.3)
+  and with blur (0 ... 4 px); the target is a monotone increase.
 
 Usage::
 
-    python benchmarks/lpn.py            # ~60 CPU minutes for training 16 priors (resumable), ~10 for the rest
+    python benchmarks/lpn.py            # ~100 CPU minutes for training 16 priors (resumable), ~10 for the rest
     python benchmarks/lpn.py --quick    # a few minutes, 16 x 16, 1500 training steps
 """
 
@@ -86,17 +88,17 @@ SIGMAS = (0.05, 0.1, 0.2, 0.4)             # issue 8: 0.4 added (a smoother prio
 RHO, ITERS = 0.1, 30                  # learned priors (rho drops out: the network ignores the prox step)
 BASE_RHO, BASE_ITERS = 10.0, 50       # convex baselines: rho only sets the speed; converged in 50 iterations
 HIDDEN = 32                           # issue 8: 16 -> 32 channels (7570 -> 28962 parameters)
+HEAT_HIDDEN = 64                      # issue 8, fourth round: the paper's MNIST width (113218 parameters)
 STRIDES = (2, 1, 2)
 NOISE = {"heat": [0.005, 0.01, 0.02], "deblur": [0.02, 0.05, 0.1]}
-LPN_FACTORS = [0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+LPN_FACTORS = [0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]
 LAMBDAS = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0]
 LEARNED = ("lpn", "unconstrained")
 MAIN = ("lpn", "unconstrained", "tikhonov", "tv")
-RING0 = ("lpn_ring0", "unconstrained_ring0")     # heat: priors trained on the heat truths (fields with a zero ring)
 
 
 def is_learned(name: str) -> bool:
-    return name in LEARNED or name in RING0
+    return name in LEARNED
 
 
 def ckpt_folder(ckpt: Path, name: str, sigma: float, steps: int, batch: int, hidden: int = 16,
@@ -106,41 +108,37 @@ def ckpt_folder(ckpt: Path, name: str, sigma: float, steps: int, batch: int, hid
     return ckpt / f"{name}{tag}_{steps}x{batch}"
 
 
-def ring_mask(n: int) -> torch.Tensor:
-    """The pixels off the boundary ring (row-major, ``n * n``): the heat problem's free dofs on the unit square."""
-    return distance_bands(n)["0"].logical_not()
-
-
 def train_prior(name: str, sigma: float, n: int, steps: int, batch: int, seed: int, ckpt: Path,
-                hidden: int, ring0: bool = False) -> tuple[LPNConv, dict[str, Any]]:
-    """One prior (``name`` = ``lpn`` or ``unconstrained``) trained as a denoiser at ``sigma`` (resumes); with
-    ``ring0`` on the fields set to 0 on the boundary ring (the heat truths), otherwise on the plain fields."""
+                hidden: int, free: torch.Tensor | None = None) -> tuple[LPNConv, dict[str, Any]]:
+    """One prior (``name`` = ``lpn`` or ``unconstrained``) trained as a denoiser at ``sigma`` (resumes) on the
+    distribution of its problem's truths: the plain fields, or with ``free`` (heat: ``HeatInverse.free``) the fields
+    set to 0 off it (the Dirichlet ring)."""
     torch.manual_seed(seed)
     cpu0 = time.process_time()
     net = LPNConv(hidden=hidden, strides=STRIDES, beta=10.0, alpha=0.01, size=[n, n], convex=name == "lpn")
     t0 = time.perf_counter()
-    sampler = field_sampler("piecewise", n, free=ring_mask(n) if ring0 else None)
-    hist = train_lpn(net, sampler, sigma=sigma, batch=batch,
+    ring0 = free is not None
+    hist = train_lpn(net, field_sampler("piecewise", n, free=free), sigma=sigma, batch=batch,
                      stages=paper_schedule(steps, 0.08 * n), seed=seed, progress=Progress(),
                      checkpoint_dir=ckpt_folder(ckpt, name, sigma, steps, batch, hidden, ring0),
                      checkpoint_every=max(1, steps // 5),
                      description=f"{name} sigma {sigma:g}" + (" ring 0" if ring0 else ""))
     return net, {
         "train_s": time.perf_counter() - t0, "train_cpu_s": time.process_time() - cpu0, "steps": steps,
-        "batch": batch, "sigma": sigma, "hidden": hidden, "resumed_from": hist["resumed_from"],
+        "batch": batch, "sigma": sigma, "hidden": hidden, "resumed_from": hist["resumed_from"], "ring0": ring0,
         "params": sum(p.numel() for p in net.parameters()),
         "final_loss": hist["loss"][-1] if hist["loss"] else None,
         "min_constrained_weight": min(float(w.detach().min()) for w in net.constrained_weights())}
 
 
 def train_priors(n: int, steps: int, batch: int, seed: int, ckpt: Path, hidden: int = HIDDEN,
-                 ring0: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+                 free: torch.Tensor | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """``{(name, sigma): net}`` for the LPN and its unconstrained twin at every training noise level."""
     nets, info = {}, {}
     for name in LEARNED:
         for sigma in SIGMAS:
-            key = f"{name} sigma {sigma:g}" + (" ring 0" if ring0 else "")
-            nets[(name, sigma)], info[key] = train_prior(name, sigma, n, steps, batch, seed, ckpt, hidden, ring0)
+            key = f"{name} sigma {sigma:g}" + (" ring 0" if free is not None else "")
+            nets[(name, sigma)], info[key] = train_prior(name, sigma, n, steps, batch, seed, ckpt, hidden, free)
     return nets, info
 
 
@@ -233,11 +231,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     ckpt = Path(args.checkpoints)
     started = time.perf_counter()
-    nets, train_info = train_priors(n, args.steps, args.batch, seed, ckpt, args.hidden)
-    # heat, as a check: priors trained on the heat truths' distribution (the same fields, 0 on the boundary ring),
-    # `*_ring0`; the main priors never saw a zero ring
-    heat_nets, heat_info = train_priors(n, args.steps, args.batch, seed, ckpt, args.hidden, ring0=True)
-    train_info.update(heat_info)
+    train_info: dict[str, Any] = {}
     sample = field_sampler("piecewise", n)
     gen = torch.Generator().manual_seed(12345)
     sample(1, gen)                      # the single validation field of the runs before issue 8's retune: skipped,
@@ -247,14 +241,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"problems": {}}
     pictures: dict[str, dict[str, np.ndarray]] = {}
     curves: dict[str, Any] = {}
+    out["denoise"] = {}
     for kind in ("heat", "deblur"):
         op, mismatch, free = make_problem(kind, n, seed)
+        # each problem's priors learn the distribution of its truths: heat's vanish on the Dirichlet ring
+        hidden = args.heat_hidden if kind == "heat" else args.hidden
+        knets, info = train_priors(n, args.steps, args.batch, seed, ckpt, hidden, free=free)
+        train_info.update({f"{kind}: {k}": v for k, v in info.items()})
+        out["denoise"][kind] = {f"{s:g}": denoise_check(knets, n, s, free) for s in SIGMAS}
+        if kind == "deblur":
+            out["probe"] = probe(knets[("lpn", 0.1)], test, n)
         methods = ("tikhonov", "tv", *LEARNED)          # the baselines first: one of them is the learned priors' start
-        knets = nets
-        if kind == "heat":
-            methods += RING0
-            knets = {**nets, **{(f"{k}_ring0", sg): net for (k, sg), net in heat_nets.items()}}
-        res: dict[str, Any] = {"adjoint_mismatch": mismatch, "noise": {}}
+        res: dict[str, Any] = {"adjoint_mismatch": mismatch, "noise": {}, "hidden": hidden}
         # heat: the truths satisfy the Dirichlet condition (the same fields, 0 on the boundary ring; A does not
         # depend on the ring, so the observations are those of the unmasked fields), and every method keeps the
         # ring at its known value 0
@@ -317,35 +315,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                 for name in methods}
                 res["convergence"] = {k: {"change": h["change"], "psnr": h["psnr"]} for k, h in curves[kind].items()}
         out["problems"][kind] = res
-    out["denoise"] = {f"{s:g}": denoise_check(nets, n, s) for s in SIGMAS}
-    out["probe"] = probe(nets[("lpn", 0.1)], test, n)
     out["training"] = train_info
     out["wall_s"] = time.perf_counter() - started
     write_pictures(pictures, curves, out["probe"], "lpn_quick" if args.quick else "lpn")
     return out
 
 
-def denoise_check(nets: dict[Any, Any], n: int, sigma: float, count: int = 16) -> dict[str, float]:
-    """Mean PSNR of denoising ``count`` fresh fields at the training noise ``sigma``: noisy input, the LPN and the
-    unconstrained net trained at ``sigma``, and TV at its best weight. ``*_ring0``: the same fields set to 0 on the
-    boundary ring (as the heat truths; the priors never saw such a ring), PSNR over the interior pixels."""
+def denoise_check(nets: dict[Any, Any], n: int, sigma: float, free: torch.Tensor | None = None,
+                  count: int = 16) -> dict[str, float]:
+    """Mean PSNR of denoising ``count`` fresh fields of the priors' training distribution (``free``: 0 off it, and
+    the PSNR over the ``free`` pixels) at the training noise ``sigma``: noisy input, the LPN and the unconstrained
+    net trained at ``sigma``, and TV at its best weight."""
     gen = torch.Generator().manual_seed(123)
-    x = field_sampler("piecewise", n)(count, gen).to(DTYPE)
-    noise = sigma * torch.randn(x.shape, generator=gen, dtype=DTYPE)
-    y = x + noise
+    x = field_sampler("piecewise", n, free=free)(count, gen).to(DTYPE)
+    y = x + sigma * torch.randn(x.shape, generator=gen, dtype=DTYPE)
+    mask = slice(None) if free is None else free.reshape(n, n)
 
-    def mean_psnr(d: torch.Tensor, truth: torch.Tensor = x, mask: Any = slice(None)) -> float:
-        return float(np.mean([psnr(d[i, 0][mask], truth[i, 0][mask], data_range=1.0) for i in range(count)]))
+    def mean_psnr(d: torch.Tensor) -> float:
+        return float(np.mean([psnr(d[i, 0][mask], x[i, 0][mask], data_range=1.0) for i in range(count)]))
 
     res = {"noisy": mean_psnr(y)}
-    inner = distance_bands(n)["0"].reshape(n, n).logical_not()
-    x0 = x * inner
-    y0 = x0 + noise
     for name in LEARNED:
         with torch.no_grad():
             res[name] = mean_psnr(nets[(name, sigma)](y.float()).to(DTYPE))
-            res[f"{name}_ring0"] = mean_psnr(nets[(name, sigma)](y0.float()).to(DTYPE), x0, inner)
-            res[f"{name}_interior"] = mean_psnr(nets[(name, sigma)](y.float()).to(DTYPE), x, inner)
     tv = {}
     for lam in (0.25 * sigma, 0.5 * sigma, sigma, 2 * sigma, 4 * sigma):
         op = TotalVariation(lam, (n, n), iters=200)
@@ -392,7 +384,8 @@ def write_pictures(pictures, curves, probe_result, prefix: str) -> None:
 
 
 def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
-    res["protocol"] = {"grid": args.grid, "hidden": args.hidden, "train_steps": args.steps, "batch": args.batch,
+    res["protocol"] = {"grid": args.grid, "hidden": {"heat": args.heat_hidden, "deblur": args.hidden},
+                       "train_steps": args.steps, "batch": args.batch,
                        "fields": args.fields,
                        "validation_fields": args.val, "noise": NOISE, "sigmas_train": list(SIGMAS),
                        "lpn_factors": LPN_FACTORS, "lambdas": LAMBDAS, "rho": RHO, "iters": ITERS,
@@ -438,31 +431,18 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
                 cells = [f"{row[k]['psnr_interior_mean']:.2f}" for k in ("lpn", "unconstrained", "tikhonov", "tv")]
                 lines.append(f"| {noise} | " + " | ".join(cells)
                              + f" | {row['lpn_minus_best_baseline_interior_db']:+.2f} dB |")
-            if RING0[0] in pr["noise"][str(NOISE[kind][1])]:
-                lines += ["", "The priors above are those of deblurring, trained on the plain fields (no zero ring). "
-                          "The same networks trained on the heat truths' distribution (the fields set to 0 on the "
-                          "ring), same protocol (full-image PSNR / rel. L2; minus the best baseline):", "",
-                          "| noise | LPN, ring-0 prior | unconstrained, ring-0 prior | LPN ring-0 - best baseline |",
-                          "|---|---|---|---|"]
-                for noise, row in pr["noise"].items():
-                    base = row[row["best_baseline"]]["psnr_mean"]
-                    lines.append(f"| {noise} | " + " | ".join(f"{row[k]['psnr_mean']:.2f} / {row[k]['rel_l2_mean']:.3f}"
-                                                             for k in RING0)
-                                 + f" | {row[RING0[0]]['psnr_mean'] - base:+.2f} dB |")
             mid_bands = pr["noise"][str(NOISE[kind][1])]
             names = list(mid_bands["lpn"]["psnr_bands_mean"])
             lines += ["", f"PSNR by distance to the boundary (pixels), middle noise {NOISE[kind][1]:g}, test mean:", "",
                       "| method | " + " | ".join(map(band_label, names)) + " |", "|---|" + "---|" * len(names)]
-            for k in [m for m in (*MAIN, *RING0) if m in mid_bands]:
+            for k in MAIN:
                 lines.append(f"| {k} | " + " | ".join(f"{mid_bands[k]['psnr_bands_mean'][b]:.2f}" for b in names)
                              + " |")
         lines += ["", "Chosen on the validation fields (validation PSNR; `edge` = on the edge of the grid):", "",
-                  "| noise | LPN | unconstrained | Tikhonov | TV |" + " ring-0 LPN | ring-0 unconstrained |"
-                  * (RING0[0] in pr["noise"][str(NOISE[kind][1])]),
-                  "|---|---|---|---|---|" + "---|---|" * (RING0[0] in pr["noise"][str(NOISE[kind][1])])]
+                  "| noise | LPN | unconstrained | Tikhonov | TV |", "|---|---|---|---|---|"]
         for noise, row in pr["noise"].items():
             cells = []
-            for k in [m for m in (*MAIN, *RING0) if m in row]:
+            for k in MAIN:
                 w = tuple(row[k]["weight"]) if is_learned(k) else row[k]["weight"]
                 edge = ", edge" if row[k]["at_grid_edge"] else ""
                 cells.append(f"{fmt_weight(k, w)} ({max(row[k]['validation_psnr'].values()):.2f} dB{edge})")
@@ -486,19 +466,15 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
                   f"CPU seconds per reconstruction at the middle noise (learned priors: without their "
                   f"start): {cpu}.", "", f"![{kind}]({name}_{kind}_reconstructions.png) ![{kind} convergence]"
                   f"({name}_{kind}_convergence.png)", ""]
-    lines += ["## Denoising at the training noise (16 fresh fields, PSNR dB)", "",
-              "| sigma | noisy input | LPN | unconstrained | TV (best weight) |", "|---|---|---|---|---|"]
-    for sigma, d in res["denoise"].items():
-        lines.append(f"| {sigma} | {d['noisy']:.2f} | {d['lpn']:.2f} | {d['unconstrained']:.2f} | {d['tv_best']:.2f} "
-                     f"(lambda {d['tv_weight']:g}) |")
-    lines += ["", "Does a zero boundary ring (the heat truths) confuse the priors? PSNR over the interior pixels when "
-              "denoising the same fields as they are / set to 0 on the ring (the priors were trained on the former):",
-              "", "| sigma | LPN | LPN, ring 0 | unconstrained | unconstrained, ring 0 |", "|---|---|---|---|---|"]
-    for sigma, d in res["denoise"].items():
-        lines.append(f"| {sigma} | {d['lpn_interior']:.2f} | {d['lpn_ring0']:.2f} | {d['unconstrained_interior']:.2f} "
-                     f"| {d['unconstrained_ring0']:.2f} |")
+    lines += ["## Denoising at the training noise (16 fresh fields of each problem's truth distribution, PSNR dB)",
+              "", "Heat: fields 0 on the boundary ring, PSNR over the other pixels; the heat priors.", "",
+              "| problem | sigma | noisy input | LPN | unconstrained | TV (best weight) |", "|---|---|---|---|---|---|"]
+    for kind, rows in res["denoise"].items():
+        for sigma, d in rows.items():
+            lines.append(f"| {kind} | {sigma} | {d['noisy']:.2f} | {d['lpn']:.2f} | {d['unconstrained']:.2f} | "
+                         f"{d['tv_best']:.2f} (lambda {d['tv_weight']:g}) |")
     p = res["probe"]
-    lines += ["", "## B3 probe: mean learned R (the sigma 0.1 LPN)", "",
+    lines += ["", "## B3 probe: mean learned R (the deblurring sigma 0.1 LPN)", "",
               "| noise sigma | " + " | ".join(f"{s:g}" for s in p["noise_sigma"]) + " |",
               "|---|" + "---|" * len(p["noise_sigma"]),
               "| mean R | " + " | ".join(f"{v:.3f}" for v in p["mean_R_noise"]) + " |", "",
@@ -525,7 +501,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="16 x 16, 1500 training steps, 2 test fields")
     parser.add_argument("--grid", type=int, default=32)
     parser.add_argument("--steps", type=int, default=8000)
-    parser.add_argument("--hidden", type=int, default=HIDDEN, help="channels of the LPN and its unconstrained twin")
+    parser.add_argument("--hidden", type=int, default=HIDDEN, help="channels of the deblurring LPN and its "
+                        "unconstrained twin")
+    parser.add_argument("--heat-hidden", type=int, default=HEAT_HIDDEN, help="the same for the heat problem")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--fields", type=int, default=5)
     parser.add_argument("--val", type=int, default=6, help="validation fields the weights are tuned on")

@@ -157,3 +157,23 @@ def test_heat_case_method_scores_a_truth_that_satisfies_the_boundary_condition()
     for name in ("truth_u0", "lpn_u0", "tv_u0"):
         assert np.abs(result.extra_fields[name].values[boundary]).max() == 0.0
     assert np.abs(result.extra_fields["truth_u0"].values).max() == 1.0
+
+
+def test_the_case_prior_is_trained_on_the_heat_truths_distribution(monkeypatch):
+    """The case method trains its LPN on the fields the inverse problem draws its truths from: on heat, fields that
+    vanish on the Dirichlet ring (a prior trained on plain fields would pull the ring's neighbours towards values
+    the truth never has)."""
+    from neuralpde.solvers import lpn_training
+    from neuralpde.solvers.inverse_problems import field_lpn
+    from neuralpde.solvers.method import RunContext
+
+    seen = {}
+    monkeypatch.setattr(lpn_training, "train_lpn", lambda net, sampler, **kw: seen.setdefault("sampler", sampler))
+    free = _heat(steps=2, observe=0.5).free
+    cfg = LPNMethodConfig.model_validate({"type": "lpn", "task": "heat_inverse", "data": {"grid": N},
+                                          "network": {"hidden": 4, "strides": [2]}})
+    for mask, ring_max in ((free, 0.0), (None, 1.0)):
+        field_lpn(cfg, RunContext(device="cpu", seed=0), free=mask)
+        draws = seen.pop("sampler")(8, torch.Generator().manual_seed(0)).reshape(8, -1)
+        assert float(draws[:, ~free].abs().max()) == ring_max
+        assert float(draws[:, free].max()) == 1.0

@@ -358,9 +358,10 @@ class LPNMethod(Method):
         return run_inverse(cfg, problem, ctx)
 
 
-def field_lpn(cfg: LPNMethodConfig, ctx: RunContext, convex: bool = True) -> Any:
+def field_lpn(cfg: LPNMethodConfig, ctx: RunContext, convex: bool = True, free: torch.Tensor | None = None) -> Any:
     """The conv LPN for the case's fields: loaded from ``train.checkpoint`` (checked against the grid) or
-    trained with the paper's schedule (resumable from ``ctx.checkpoint_dir``)."""
+    trained with the paper's schedule (resumable from ``ctx.checkpoint_dir``) on the distribution of the truths:
+    the case's fields, set to 0 off ``free`` (heat: the Dirichlet ring) when given."""
     from ..operators.lpn import LPNConv
     from .lpn_training import field_schedule, load_lpn, train_lpn
 
@@ -370,8 +371,8 @@ def field_lpn(cfg: LPNMethodConfig, ctx: RunContext, convex: bool = True) -> Any
     net = LPNConv(hidden=cfg.network.hidden, strides=cfg.network.strides, beta=cfg.network.beta,
                   alpha=0.01 if cfg.network.alpha is None else cfg.network.alpha, size=[n, n], convex=convex)
     folder = None if ctx.checkpoint_dir is None else ctx.checkpoint_dir / ("lpn" if convex else "unconstrained")
-    train_lpn(net, field_sampler(cfg.data.field, n, cfg.data.length), sigma=cfg.train.sigma, batch=cfg.train.batch,
-              stages=field_schedule(cfg.train, n * n), seed=ctx.seed, progress=ctx.progress,
+    train_lpn(net, field_sampler(cfg.data.field, n, cfg.data.length, free=free), sigma=cfg.train.sigma,
+              batch=cfg.train.batch, stages=field_schedule(cfg.train, n * n), seed=ctx.seed, progress=ctx.progress,
               checkpoint_dir=folder, checkpoint_every=max(1, cfg.train.steps // 4), device="cpu",
               description="LPN training" if convex else "unconstrained net training")
     return net
@@ -452,10 +453,11 @@ def run_inverse(cfg: LPNMethodConfig, problem: Any, ctx: RunContext) -> MethodRe
     n = cfg.data.grid
     op, inverse = build_inverse(cfg, problem, ctx.seed)
     adjoint_mismatch = check_adjoint(op)
-    net = field_lpn(cfg, ctx)
-    gen = torch.Generator().manual_seed(ctx.seed + 10_007)       # test fields apart from the training stream
-    # heat: the truth satisfies the Dirichlet condition (0 on the boundary ring), and every method keeps the ring at 0
+    # heat: the truth satisfies the Dirichlet condition (0 on the boundary ring), the prior is trained on such
+    # fields, and every method keeps the ring at 0
     free = None if inverse is None else inverse.free
+    net = field_lpn(cfg, ctx, free=free)
+    gen = torch.Generator().manual_seed(ctx.seed + 10_007)       # test fields apart from the training stream
     sample = field_sampler(cfg.data.field, n, cfg.data.length, free=free)
     truth = sample(1, gen).to(DTYPE).reshape(-1)
     clean = op(truth)
