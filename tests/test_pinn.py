@@ -194,6 +194,7 @@ def test_flow_collapse_is_detected_and_falls_back_to_uniform():
     assert float(sampler.flow.log_scale.abs().max()) == 0.0                          # the flow restarted
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_importance_weights_make_the_loss_an_unbiased_domain_average():
     """DAS's loss mean(r^2/q) over x ~ q: the weights are 1/q (normalised), so a weighted mean over the adapted
     points estimates the *domain* average of any function, here of 1 + x^2 (exactly 4/3 on [-1, 1]^2). AAS keeps
