@@ -97,10 +97,6 @@ LEARNED = ("lpn", "unconstrained")
 MAIN = ("lpn", "unconstrained", "tikhonov", "tv")
 
 
-def is_learned(name: str) -> bool:
-    return name in LEARNED
-
-
 def ckpt_folder(ckpt: Path, name: str, sigma: float, steps: int, batch: int, hidden: int = 16,
                 ring0: bool = False) -> Path:
     """Where a prior's checkpoints live (sigma 0.1 and 16 channels keep the folder names of the earlier runs)."""
@@ -157,14 +153,14 @@ def make_problem(kind: str, n: int, seed: int) -> tuple[LinearOperator, float, t
 
 def grid_of(name: str) -> list[Any]:
     """The weights a method is tuned over: lambda for the baselines, (sigma_train, factor) for learned priors."""
-    if is_learned(name):
+    if name in LEARNED:
         return [(s, f) for s in SIGMAS for f in LPN_FACTORS]
     return list(LAMBDAS)
 
 
 def at_edge(name: str, weight: Any) -> bool:
     """Whether a tuned weight sits on the edge of its grid (the data scale; sigma_train has only three values)."""
-    if is_learned(name):
+    if name in LEARNED:
         return weight[1] in (LPN_FACTORS[0], LPN_FACTORS[-1])
     return weight in (LAMBDAS[0], LAMBDAS[-1])
 
@@ -173,7 +169,7 @@ def solve(op, y, name: str, weight: Any, nets: dict, noise: float, n: int, truth
           x0=None, free=None):
     """PnP-ADMM with one prior and its weight (see :func:`grid_of`) from ``x0`` (default ``A^T y``), solving for
     the ``free`` pixels (default all; the others stay 0)."""
-    if is_learned(name):
+    if name in LEARNED:
         sigma, factor = weight
         prox = LPNProx(nets[(name, sigma)], (1, n, n))
         return pnp_admm(op, y, prox, rho=RHO, scale=factor * RHO * sigma**2 / noise**2, iters=iters or ITERS,
@@ -200,7 +196,7 @@ class Reconstructor:
 
     def __call__(self, name: str, weight: Any, y: torch.Tensor, truth=None, iters: int | None = None):
         x0 = None
-        if is_learned(name) and self.start != "adjoint":
+        if name in LEARNED and self.start != "adjoint":
             key = id(y)
             if key not in self._starts:
                 self._starts[key] = (y, solve(self.op, y, self.start, self.weights[self.start], self.nets,
@@ -223,7 +219,7 @@ def band_label(band: str) -> str:
 
 
 def fmt_weight(name: str, weight: Any) -> str:
-    return f"sigma {weight[0]:g}, x{weight[1]:g}" if is_learned(name) else f"lambda {weight:g}"
+    return f"sigma {weight[0]:g}, x{weight[1]:g}" if name in LEARNED else f"lambda {weight:g}"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -272,7 +268,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 rec.weights[name] = best
                 ps, rl, cpu, inner, banded, ring = [], [], [], [], [], []
                 for i, (truth, y) in enumerate(zip(test_k, ys_test, strict=True)):
-                    if is_learned(name):
+                    if name in LEARNED:
                         rec(name, best, y)          # the start is cached, so the timing below is the method's own
                     c0 = time.process_time()
                     r = rec(name, best, y)
@@ -290,7 +286,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     direct = [psnr(x, t, data_range=1.0)
                               for x, t in zip(tikhonov_direct(op, ys_test, best, (n, n), free), test_k, strict=True)]
                     row["tikhonov_direct_psnr_mean"] = float(np.mean(direct))
-                row[name] = {"weight": list(best) if is_learned(name) else best, "at_grid_edge": at_edge(name, best),
+                row[name] = {"weight": list(best) if name in LEARNED else best, "at_grid_edge": at_edge(name, best),
                              "validation_psnr": dict(zip(map(str, choices), scores, strict=True)),
                              "psnr_mean": float(np.mean(ps)), "psnr": ps, "rel_l2_mean": float(np.mean(rl)),
                              "rel_l2": rl, "cpu_s_mean": float(np.mean(cpu))}
@@ -443,7 +439,7 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
         for noise, row in pr["noise"].items():
             cells = []
             for k in MAIN:
-                w = tuple(row[k]["weight"]) if is_learned(k) else row[k]["weight"]
+                w = tuple(row[k]["weight"]) if k in LEARNED else row[k]["weight"]
                 edge = ", edge" if row[k]["at_grid_edge"] else ""
                 cells.append(f"{fmt_weight(k, w)} ({max(row[k]['validation_psnr'].values()):.2f} dB{edge})")
             lines.append(f"| {noise} | " + " | ".join(cells) + " |")
@@ -485,7 +481,7 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
               f"monotone in blur: **{'met' if p['monotone_in_blur'] else 'missed'}**.", "",
               f"![probe]({name}_probe.png)", "", "## Training", ""]
     for k, t in res["training"].items():
-        what = " on the fields set to 0 on the boundary ring (heat)" if k.endswith("ring 0") else ""
+        what = " on the fields set to 0 on the boundary ring (heat)" if t.get("ring0") else ""
         how = (f"resumed from its checkpoint at step {t['resumed_from']} (trained by an earlier run of this command)"
                if t["resumed_from"] else f"trained in {t['train_s']:.0f} s wall / {t['train_cpu_s']:.0f} s CPU, "
                f"final loss {t['final_loss']:.3g}")
