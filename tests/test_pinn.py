@@ -84,6 +84,33 @@ def test_training_points_really_change_every_stage(kind):
         assert np.array_equal(seen[s * steps + 1], seen[s * steps + steps - 1])
 
 
+@pytest.mark.parametrize("kind", ["uniform", "aas"])
+def test_redraw_gives_fresh_points_inside_a_stage(kind):
+    """``redraw_every``: new points from the stage's distribution every 2 steps, the flow's weights with them."""
+    config = _config(kind, **{"sampler.redraw_every": 2, "sampler.importance_weights": kind == "aas",
+                              "train.adam_steps": 6})
+    seen, model = _train_recording(_problem(), config)
+    # steps 1..6 of stage 1: redraws after steps 2 and 4 arrive at steps 3 and 5; the stage's own at step 7
+    blocks = [seen[1:3], seen[3:5], seen[5:7]]
+    for block in blocks:
+        assert np.array_equal(block[0], block[1])         # kept for redraw_every steps
+    for a, b in zip(blocks, blocks[1:], strict=False):
+        assert a[0].shape == b[0].shape == (64, 2)
+        assert not np.allclose(a[0], b[0])                # then fresh
+    if kind == "aas":
+        # the loss weights 1/q belong to the points trained on: recomputed from the flow for the last redraw
+        # (the first entries belong to the 32 boundary points: weight 1)
+        w = np.asarray(model.data.train_aux_vars).reshape(-1)
+        assert w.shape == (32 + 64,) and np.all(w[:32] == 1)
+        assert w[32:].mean() == pytest.approx(1.0, rel=1e-5) and w[32:].std() > 0
+
+
+@pytest.mark.parametrize("kind", ["rar", "rad"])
+def test_redraw_is_refused_for_residual_pickers(kind):
+    with pytest.raises(Exception, match="redraw_every"):
+        _config(kind, **{"sampler.redraw_every": 2})
+
+
 def test_deepxde_own_resampler_repeats_quasi_random_points():
     """The bug we guard against, shown on DeepXDE itself: Hammersley 'resampling' returns the same points."""
     dde = deepxde()

@@ -17,7 +17,7 @@ import logging
 import os
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..errors import SolverError
 from .method import Method, MethodConfig, MethodResult, RunContext, Strict, register
@@ -57,7 +57,19 @@ class SamplerConfig(Strict):
     c: float = Field(1.0, ge=0)
     uniform_share: float | None = Field(None, ge=0, le=1)
     importance_weights: bool = False
+    #: fresh points from the stage's distribution every this many Adam steps inside a stage (0: the stage keeps its
+    #: points): uniform points for uniform, new flow samples (and uniform share) for DAS-R/AAS; in 10D a fixed set
+    #: of 1000 points is fitted exactly and the net is wrong between them (docs/pinn.md)
+    redraw_every: int = Field(0, ge=0)
     flow: FlowConfig = FlowConfig()
+
+    @model_validator(mode="after")
+    def _redraw(self) -> SamplerConfig:
+        if self.redraw_every and self.type in ("fixed", "rar", "rad"):
+            raise ValueError(f"redraw_every needs a sampler that defines a distribution (uniform, das, aas), not "
+                             f"{self.type}: RAR and RAD choose their points from the residual once per stage; set "
+                             f"method.sampler.redraw_every: 0")
+        return self
 
 
 class TrainConfig(Strict):

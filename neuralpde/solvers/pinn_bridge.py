@@ -426,6 +426,7 @@ class Training:
 def _callbacks(dde: Any, sampler: Sampler, problem: Any, config: PINNConfig, ctx: RunContext, training: Training,
                fixed: bool, advance: Any) -> list[Any]:
     period, n_stages = config.train.adam_steps, config.sampler.stages
+    redraw = config.sampler.redraw_every
     pictures = "samples" in ctx.plots and sampler.region.dim == 2 and ctx.out_dir is not None
 
     class Stages(dde.callbacks.Callback):
@@ -439,6 +440,8 @@ def _callbacks(dde: Any, sampler: Sampler, problem: Any, config: PINNConfig, ctx
         def on_epoch_end(self) -> None:
             self.steps += 1
             if self.steps % period:
+                if redraw and not fixed and self.steps % redraw == 0:
+                    self.model.data.replace_with_anchors(sampler.redraw(self.steps // period))
                 return
             stage = self.steps // period - 1
             data, net = self.model.data, self.model.net
@@ -557,7 +560,7 @@ def train_pinn(problem: Any, reference: Any, config: PINNConfig, ctx: RunContext
 
 
 def lbfgs_finish(dde: Any, model: Any, steps: int, display_every: int, callbacks: list[Any],
-                 float64: bool = False) -> dict[str, Any]:
+                 float64: bool = False, **compile_kwargs: Any) -> dict[str, Any]:
     """DeepXDE's L-BFGS (torch.optim.LBFGS, strong Wolfe line search) for at most ``steps`` iterations on the
     model's current training points; it stops earlier at DeepXDE's tolerances (gtol 1e-8, no progress).
 
@@ -568,6 +571,8 @@ def lbfgs_finish(dde: Any, model: Any, steps: int, display_every: int, callbacks
         display_every: DeepXDE's loss display interval.
         callbacks: DeepXDE callbacks for the L-BFGS run (not a resampler: the points must stay).
         float64: cast the net, the training points and weights to float64 for the run (and back after it).
+        **compile_kwargs: for ``model.compile("L-BFGS", ...)``: ``loss_weights``, ``external_trainable_variables``
+            (the inverse PINN's unknowns; they stay in the model's dtype, so use it with ``float64=False``).
 
     Returns:
         ``{"steps": iterations taken, "loss_before", "loss_after", "cpu_s"}``.
@@ -576,19 +581,20 @@ def lbfgs_finish(dde: Any, model: Any, steps: int, display_every: int, callbacks
         dtype = torch.get_default_dtype()
         _cast(model, torch.float64)
         try:
-            return lbfgs_finish(dde, model, steps, display_every, callbacks)
+            return lbfgs_finish(dde, model, steps, display_every, callbacks, **compile_kwargs)
         finally:
             _cast(model, dtype)
     opts = dde.optimizers.config.LBFGS_options
     saved = dict(opts)          # DeepXDE's options are global: others (pinn_inverse) get them back as they were
     try:
-        return _lbfgs(dde, model, steps, display_every, callbacks, opts)
+        return _lbfgs(dde, model, steps, display_every, callbacks, opts, compile_kwargs)
     finally:
         opts.clear()
         opts.update(saved)
 
 
-def _lbfgs(dde: Any, model: Any, steps: int, display_every: int, callbacks: list[Any], opts: dict) -> dict[str, Any]:
+def _lbfgs(dde: Any, model: Any, steps: int, display_every: int, callbacks: list[Any], opts: dict,
+           compile_kwargs: dict[str, Any]) -> dict[str, Any]:
     dde.optimizers.set_LBFGS_options(maxiter=steps)
     # DeepXDE derives the iterations per torch LBFGS call (at most 1000) from maxiter only once, at import (from
     # its default 15 000): without this a request of 50 steps would run up to 1000
@@ -605,7 +611,7 @@ def _lbfgs(dde: Any, model: Any, steps: int, display_every: int, callbacks: list
             group["max_iter"] = max(1, min(opts["iter_per_step"], steps - (self.model.train_state.step - step0)))
             group["max_eval"] = max(group["max_iter"] + 1, group["max_iter"] * 5 // 4)
 
-    model.compile("L-BFGS")
+    model.compile("L-BFGS", **compile_kwargs)
     model.train(display_every=display_every, callbacks=[Budget(), *callbacks], verbose=0)
     # DeepXDE stops without counting or testing a call that made one iteration ("converged"): the iterations
     # are torch's own count, and the loss is evaluated afresh

@@ -25,6 +25,7 @@ import torch
 
 from ..errors import CaseError, SolverError
 from .pinn import deepxde
+from .pinn_bridge import lbfgs_finish
 
 
 @dataclass
@@ -169,9 +170,10 @@ def solve_inverse(pde: Any, bounds: list[list[float]], observations: tuple[np.nd
     model.compile("adam", lr=lr, loss_weights=loss_weights, external_trainable_variables=externals)
     model.train(iterations=iterations, display_every=record_every, callbacks=callbacks, verbose=0)
     if lbfgs_steps and not result.stopped_early and np.isfinite(model.train_state.loss_train).all():
-        dde.optimizers.set_LBFGS_options(maxiter=lbfgs_steps)
-        model.compile("L-BFGS", loss_weights=loss_weights, external_trainable_variables=externals)
-        model.train(display_every=record_every, callbacks=callbacks, verbose=0)
+        # the bridge's finish: at most lbfgs_steps iterations (DeepXDE's own per-call count could run up to 1000),
+        # and DeepXDE's global L-BFGS options restored afterwards
+        lbfgs_finish(dde, model, lbfgs_steps, record_every, callbacks, loss_weights=loss_weights,
+                     external_trainable_variables=externals)
     result.time_s = time.process_time() - start
     result.params = {n: float(variables[n].detach()) for n in order}
     final = {"step": int(model.train_state.step), "cpu_s": result.time_s,

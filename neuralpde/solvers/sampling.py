@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import CaseError
 from ..operators.flows import BoundedFlow, h1_penalty
 
 log = logging.getLogger("neuralpde")
@@ -108,6 +109,16 @@ class Sampler:
         """The points for the next stage (``mode`` says whether they replace or join ``current``)."""
         return self.region.uniform(self.points, self.rng)
 
+    def redraw(self, stage: int) -> np.ndarray:
+        """Fresh points from the distribution of the current stage (no new residual): uniform here."""
+        return self.region.uniform(self.points, self.rng)
+
+
+def _no_redraw(name: str) -> CaseError:
+    return CaseError(f"{name} chooses its points from the residual once per stage: there is no distribution to draw "
+                     "fresh points from inside a stage", field="method.sampler.redraw_every",
+                     fix="set redraw_every: 0, or use sampler type uniform, das or aas")
+
 
 @dataclass
 class RARSampler(Sampler):
@@ -121,6 +132,9 @@ class RARSampler(Sampler):
         cand = self.region.uniform(self.candidates, self.rng)
         r = np.abs(residual(cand))
         return cand[np.argsort(-r)[: self.add]]
+
+    def redraw(self, stage: int) -> np.ndarray:
+        raise _no_redraw("RAR")
 
 
 @dataclass
@@ -137,6 +151,9 @@ class RADSampler(Sampler):
         p = err / max(err.mean(), 1e-300) + self.c
         idx = self.rng.choice(len(cand), self.points, replace=False, p=p / p.sum())
         return cand[idx]
+
+    def redraw(self, stage: int) -> np.ndarray:
+        raise _no_redraw("RAD")
 
 
 @dataclass
@@ -204,6 +221,10 @@ class FlowSampler(Sampler):
             w = 1.0 / self._q
             self.weights = w / w.mean()
         return x
+
+    def redraw(self, stage: int) -> np.ndarray:
+        """Fresh samples of the current flow and uniform share, with their importance weights."""
+        return self._draw(stage)
 
     def _reset_flow(self) -> None:
         with torch.random.fork_rng():
