@@ -90,7 +90,7 @@ def config(sampler: str, p: dict[str, Any], lr: float, name: str = "peak") -> An
         "type": "pinn", "network": {"layers": p["layers"]}, "eval_points": 20000, "hard_bc": p["hard_bc"],
         "sampler": {"type": sampler, "points": p["points"], "stages": p["stages"], "boundary_points": p["boundary"],
                     "candidates": p["candidates"], "add": p["add"], "uniform_share": 0.2 if sampler == "aas" else None,
-                    "importance_weights": sampler == "aas",
+                    "importance_weights": sampler == "aas", "importance_power": p.get("weight_power", 1.0),
                     # fresh points inside a stage: for the samplers with a distribution (RAR and RAD keep theirs)
                     "redraw_every": p.get("redraw", 0) if sampler in ("uniform", "das", "aas") else 0,
                     "flow": {"steps": p["flow_steps"], "batch": min(500, p["points"]),
@@ -295,7 +295,7 @@ def regression_bound_10d(p: dict[str, Any], lr: float, seed: int = 0, every: int
             opt.step()
             if step % every == 0:
                 steps.append(step)
-                errors.append(highdim_error(lambda pts: pinn_bridge.predict(net, pts, "cpu"), pb.exact))
+                errors.append(highdim_error(lambda pts, net=net: pinn_bridge.predict(net, pts, "cpu"), pb.exact))
         rows.append({"gamma": gamma, "steps": steps, "errors": errors})
     return {"rows": rows, "seed": seed, "core_share": core_share}
 
@@ -612,6 +612,8 @@ def protocol_from(args: argparse.Namespace) -> dict[str, Any]:
         p.pop("lbfgs")
     if args.redraw:
         p["redraw"] = args.redraw
+    if args.weight_power != 1.0:
+        p["weight_power"] = args.weight_power
     return p
 
 
@@ -626,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="Adam steps per stage (overrides the protocol)")
     parser.add_argument("--points", type=int, default=None, help="collocation points per stage (overrides)")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-power", type=float, default=1.0, help="AAS's loss weights (1/q)^p (1: unbiased)")
     parser.add_argument("--redraw", type=int, default=0, help="fresh points from the stage's distribution every "
                         "this many Adam steps (uniform, DAS-R, AAS; RAR and RAD keep their points); 0: none")
     parser.add_argument("--lbfgs", type=int, default=None, help="L-BFGS finish: at most this many DeepXDE L-BFGS "

@@ -238,6 +238,21 @@ def test_importance_weights_make_the_loss_an_unbiased_domain_average():
     assert np.mean(w * (x[:, 0] ** 2 + 1)) == pytest.approx(4 / 3, abs=3 * 0.30 / np.sqrt(ess))   # 3 sigma
 
 
+def test_tempered_importance_weights_are_a_power_of_one_over_q():
+    """``importance_power`` p: weights (1/q)^p, normalised; the same points and q as with p = 1 (same seed)."""
+    out = {}
+    for power in (1.0, 0.5):
+        sampler = make_sampler("aas", Region.box([[-1, 1], [-1, 1]]), points=500, seed=0, flow_steps=20,
+                               importance_weights=True, importance_power=power)
+        x = sampler.next_points(lambda p: np.exp(-10 * ((p - 0.5) ** 2).sum(1)), sampler.initial(), stage=0)
+        out[power] = (x, sampler.weights, sampler._q)
+    (x1, w1, q1), (x2, w2, q2) = out[1.0], out[0.5]
+    assert np.array_equal(x1, x2) and np.allclose(q1, q2)
+    assert w2.mean() == pytest.approx(1.0) and np.allclose(w2 / w2[0], np.sqrt(w1 / w1[0]), rtol=1e-6)
+    ess = [w.sum() ** 2 / (w**2).sum() for w in (w1, w2)]
+    assert ess[1] > ess[0]                  # tempering spreads the loss over more of the points
+
+
 def test_hard_bc_output_transform_is_exact_on_the_boundary():
     config = _config("uniform", hard_bc=True)
     pb = _problem(exact="1 + x*y")

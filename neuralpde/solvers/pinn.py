@@ -57,6 +57,9 @@ class SamplerConfig(Strict):
     c: float = Field(1.0, ge=0)
     uniform_share: float | None = Field(None, ge=0, le=1)
     importance_weights: bool = False
+    #: the weights are ``(1/q)^importance_power`` (normalised): 1 is DAS's unbiased ``mean(r^2/q)``; below 1 tempers
+    #: them (in 10D the points near the bump hold 0.1 % of the 1/q-weighted loss, docs/pinn.md)
+    importance_power: float = Field(1.0, gt=0, le=1)
     #: fresh points from the stage's distribution every this many Adam steps inside a stage (0: the stage keeps its
     #: points): uniform points for uniform, new flow samples (and uniform share) for DAS-R/AAS; in 10D a fixed set
     #: of 1000 points is fitted exactly and the net is wrong between them (docs/pinn.md)

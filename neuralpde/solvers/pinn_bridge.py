@@ -385,7 +385,7 @@ def sampler_for(config: PINNConfig, region: Region, seed: int) -> Sampler:
     if kind in ("das", "aas"):
         f = s.flow
         opts.update(couplings=f.couplings, width=f.width, flow_steps=f.steps, lr=f.lr, batch=f.batch,
-                    importance_weights=s.importance_weights)
+                    importance_weights=s.importance_weights, importance_power=s.importance_power)
         if f.beta is not None:
             opts["beta"] = f.beta
         if s.uniform_share is not None:

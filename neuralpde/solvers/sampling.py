@@ -168,6 +168,8 @@ class FlowSampler(Sampler):
     beta: float = 0.0
     uniform_share: float = 0.2
     importance_weights: bool = False
+    #: weights ``(1/q)^importance_power``: 1 unbiased (DAS), below 1 tempered
+    importance_power: float = 1.0
     flow: BoundedFlow = field(init=False, repr=False)
     _q: np.ndarray | None = field(default=None, init=False, repr=False)
 
@@ -218,7 +220,8 @@ class FlowSampler(Sampler):
         if self.importance_weights:
             # the DAS loss mean(r^2 / q) over x ~ q: an unbiased estimate of the integral of r^2 over the domain
             # (uniform measure), so concentrating points lowers its variance without re-weighting the loss
-            w = 1.0 / self._q
+            # (importance_power < 1 tempers them: biased toward the flow's points, with a larger effective sample)
+            w = self._q ** -self.importance_power
             self.weights = w / w.mean()
         return x
 
