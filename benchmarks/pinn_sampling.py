@@ -584,11 +584,14 @@ def merge(report: dict[str, Any], path: Path) -> dict[str, Any]:
 def attach(report: dict[str, Any], path: Path, title: str) -> dict[str, Any]:
     """``report`` with the runs of the results JSON at ``path`` (another protocol) kept apart, in
     ``report["attached"]``: rendered as their own results and targets tables under ``title``, never mixed into
-    the report's rows (the same path attached again replaces its earlier copy)."""
+    the report's rows (the same path attached again replaces its earlier copy, in its place)."""
     other = json.loads(path.read_text())
     entry = {"title": title, "source": str(path), "runs": other["runs"],
              **{k: other[k] for k in ("protocol", "lr", "seeds", "date", "command", "machine")}}
-    report["attached"] = [a for a in report.get("attached", []) if a["source"] != str(path)] + [entry]
+    entries = report.get("attached", [])
+    same = [i for i, a in enumerate(entries) if a["source"] == str(path)]
+    report["attached"] = ([*entries[:same[0]], entry, *[a for a in entries[same[0] + 1:] if a["source"] != str(path)]]
+                          if same else [*entries, entry])
     return report
 
 
