@@ -14,7 +14,9 @@ Protocol (details in docs/mesh_movers.md, "MM-PDE solver"):
   rollout step; also the zero update (``u = u0``) and FEM run directly on the coarse 24 x 24 mesh (same dt).
   Diagnostics per network: the teacher-forced one-step error, and for MM-PDE the ItpNet round-trip error and
   the moved cells' area range. Ablation: the trained MM-PDE with its moved branch on the uniform mesh instead
-  of the DMM's (does the moving mesh matter?). The previous results file's numbers are kept under ``earlier``
+  of the DMM's (does the moving mesh matter?). Capacity check: the fixed-mesh network with ``--wide-hidden``
+  channels (48: about MM-PDE's parameter count), same data, epochs and optimiser (is MM-PDE's win capacity?).
+  The previous results file's numbers are kept under ``earlier``
   when the setup changed.
 * Machine: 2 shared CPU cores (other jobs running), niced.
 
@@ -109,8 +111,24 @@ def mesh_matters(rows: list[dict]) -> str:
             + (f" (not on seeds {[r['seed'] for r in same]})" if same else "") + ".")
     if won:
         text += (f" **MM-PDE's win on seeds {won} does not come from the moving mesh**: the same model with the moved "
-                 "branch on the uniform mesh wins by as much (extra capacity, not mesh adaptation).")
+                 "branch on the uniform mesh wins by as much (the second branch and the learned interpolation, not "
+                 "mesh adaptation; the capacity check below says whether it is the parameter count).")
     return text
+
+
+def wide_lines(rows: list[dict], s: dict) -> list[str]:
+    """The capacity check: the fixed-mesh network widened to MM-PDE's parameter count (when measured)."""
+    if not all("fixed_wide_final" in r for r in rows):
+        return []
+    wide = float(np.mean([r["fixed_wide_final"] for r in rows]))
+    return [f"Is it capacity? The fixed-mesh network widened to {rows[0]['fixed_wide_hidden']} channels "
+            f"({rows[0]['fixed_wide_params']} parameters, MM-PDE {rows[0]['mmpde_params']}; same data, epochs and "
+            "optimiser): final rel. L2 "
+            + "; ".join(f"seed {r['seed']}: {r['fixed_wide_final']:.4f}" for r in rows)
+            + f", mean **{wide:.4f}** against MM-PDE's {s['mmpde_final']:.4f} and the "
+            f"{rows[0]['fixed_params']}-parameter fixed network's {s['fixed_final']:.4f}: "
+            + ("MM-PDE also beats the fixed network of its own size." if s["mmpde_final"] < wide
+               else "the wide fixed network matches or beats MM-PDE, so its win is capacity."), ""]
 
 
 def markdown(result: dict) -> str:
@@ -146,6 +164,7 @@ def markdown(result: dict) -> str:
                     for r in rows if "mmpde_uniform_mesh_final" in r) + ". "
         + mesh_matters(rows),
         "",
+        *wide_lines(rows, s),
         f"For scale: P1 FEM run directly on the coarse mesh (same dt) reaches a final error of "
         f"{np.mean([r['coarse_fem_final'] for r in rows]):.4f}, and keeping the initial state (u = u0) "
         f"{np.mean([r['zero_final'] for r in rows]):.4f}; the networks' final errors are "
@@ -228,6 +247,8 @@ def main() -> None:
     parser.add_argument("--results", default=str(ROOT / "docs" / "results"))
     parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
                         help="change the case file's method setting, e.g. data.trajectories=48 (for sweeps)")
+    parser.add_argument("--wide-hidden", type=int, default=48, help="also train the fixed-mesh network with this "
+                        "many channels (48: about MM-PDE's parameter count), the capacity check; 0: not")
     parser.add_argument("--markdown-only", action="store_true", help="rewrite the .md from the existing .json")
     args = parser.parse_args()
     if args.markdown_only:
@@ -242,7 +263,8 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         folder = Path(args.out) / run_folder(cfg, args.quick) / f"seed{seed}"
-        metrics, _ = train_and_evaluate(cfg, seed, folder, Progress(enabled=sys.stderr.isatty()))
+        metrics, _ = train_and_evaluate(cfg, seed, folder, Progress(enabled=sys.stderr.isatty()),
+                                        wide_hidden=args.wide_hidden or None)
         fem_err, fem_cpu = coarse_fem(cfg, seed, folder)
         mm, fx = metrics["mmpde"], metrics["fixed"]
         rows.append({"seed": seed, "mmpde_final": mm["rollout_rel_l2_final"], "fixed_final": fx["rollout_rel_l2_final"],
@@ -261,6 +283,11 @@ def main() -> None:
                      "diagnostics": {k: {d: metrics[k][d] for d in DIAGNOSTICS if d in metrics[k]}
                                      for k in ("mmpde", "fixed")},
                      "resumed": {k: metrics[k].get("resumed_from") for k in ("mmpde", "fixed")}})
+        if "fixed_wide" in metrics:
+            fw = metrics["fixed_wide"]
+            rows[-1].update(fixed_wide_final=fw["rollout_rel_l2_final"], fixed_wide_mean=fw["rollout_rel_l2_mean"],
+                            fixed_wide_params=fw["parameters"], fixed_wide_cpu_s=fw["cpu_time_s"],
+                            fixed_wide_hidden=args.wide_hidden)
         print(f"seed {seed}: MM-PDE {rows[-1]['mmpde_final']:.4f}  fixed {rows[-1]['fixed_final']:.4f}  "
               f"MM-PDE on the uniform mesh {rows[-1]['mmpde_uniform_mesh_final']:.4f}  "
               f"zero {rows[-1]['zero_final']:.4f}  coarse FEM {rows[-1]['coarse_fem_final']:.4f}", flush=True)

@@ -243,3 +243,24 @@ def test_uniform_mesh_ablation_runs_the_moved_branch_on_the_fixed_mesh():
         # the same model on a moved mesh predicts something else: the ablation isolates the mesh's effect
         first = mm(torch.as_tensor(u0), _moved(coarse)).numpy()
     assert np.abs(first - got[:, 1]).max() > 1e-4
+
+
+def test_wide_fixed_baseline_has_its_own_width_and_checkpoints(tmp_path):
+    """The capacity check: ``fixed_wide`` is the fixed-mesh network with more channels, trained on the same data;
+    its checkpoints do not collide with the ``fixed`` ones (a rerun resumes both and reproduces)."""
+    from neuralpde.progress import Progress
+    from neuralpde.solvers.mmpde_solver import MMPDEConfig, train_and_evaluate
+
+    cfg = MMPDEConfig(data={"trajectories": 2, "test_trajectories": 1, "fine_cells": 12, "cells": 6, "t_end": 0.1,
+                            "dt": 0.01, "save_every": 2},
+                      dmm={"steps": 5}, itp={"pretrain_steps": 2}, train={"epochs": 2, "batch": 4},
+                      network={"hidden": 4, "layers": 1})
+    off = Progress(enabled=False)
+    first, _ = train_and_evaluate(cfg, 0, tmp_path, off, wide_hidden=8)
+    assert first["fixed_wide"]["parameters"] > 2 * first["fixed"]["parameters"]
+    assert sorted(p.name for p in tmp_path.glob("fixed_wide_s0_*.pt")) and sorted(tmp_path.glob("fixed_s0_*.pt"))
+    again, _ = train_and_evaluate(cfg, 0, tmp_path, off, wide_hidden=8)
+    for variant in ("fixed", "fixed_wide"):
+        assert "resumed_from" in again[variant]
+        assert again[variant]["rollout_rel_l2_final"] == pytest.approx(first[variant]["rollout_rel_l2_final"],
+                                                                       rel=1e-6)

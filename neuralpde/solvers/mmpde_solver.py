@@ -147,7 +147,7 @@ class MMPDESolver(nn.Module):
 
 
 def build_solver(variant: str, net: MPNNConfig, itp: ItpNetConfig, coarse: CoarseMesh) -> nn.Module:
-    """``mmpde`` or ``fixed``."""
+    """``mmpde``, or the fixed-mesh network for any other variant (``fixed``, ``fixed_wide``)."""
     return MMPDESolver(net, itp, coarse) if variant == "mmpde" else FixedMeshSolver(net, coarse)
 
 
@@ -469,9 +469,12 @@ def train_variant(variant: str, cfg: MMPDEConfig, coarse: CoarseMesh, pairs: tup
     return solver.eval(), figures
 
 
-def train_and_evaluate(cfg: MMPDEConfig, seed: int, folder: Path | None, progress: Any
-                       ) -> tuple[dict, dict[str, np.ndarray]]:
-    """Everything of one run: data, DMM, both solvers, rollouts. Returns metrics and the rolled-out states."""
+def train_and_evaluate(cfg: MMPDEConfig, seed: int, folder: Path | None, progress: Any,
+                       wide_hidden: int | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """Everything of one run: data, DMM, both solvers, rollouts. Returns metrics and the rolled-out states.
+
+    ``wide_hidden``: also train the fixed-mesh network with this many channels (``fixed_wide``; same data, epochs
+    and optimiser), e.g. as many parameters as MM-PDE's two networks and ItpNet: does MM-PDE win by capacity?"""
     from ..runtime import seed_everything
 
     seed_everything(seed)
@@ -492,8 +495,12 @@ def train_and_evaluate(cfg: MMPDEConfig, seed: int, folder: Path | None, progres
     steps = data.test.shape[1] - 1
     states = {"fem": data.test}
     variants = ["mmpde", "fixed"] if cfg.train.baseline else ["mmpde"]
+    if wide_hidden:
+        variants.append("fixed_wide")
     for variant in variants:
-        solver, figures = train_variant(variant, cfg, coarse, pairs, seed, folder, key, progress)
+        vcfg = cfg if variant != "fixed_wide" else cfg.model_copy(
+            update={"network": cfg.network.model_copy(update={"hidden": wide_hidden})})
+        solver, figures = train_variant(variant, vcfg, coarse, pairs, seed, folder, key, progress)
         (pred, last_moved, fb), cpu = timed(lambda s=solver: rollout(s, data.test[:, 0], steps, mover, coarse))
         err = rel_l2(pred, data.test)
         train_pred, _, _ = rollout(solver, data.train[:1, 0], steps, mover, coarse)
