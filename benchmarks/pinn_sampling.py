@@ -33,7 +33,7 @@ Usage::
     python benchmarks/pinn_sampling.py --regression-10d # + the 10D regression bound (the net fitting u itself)
     # 10D with fresh points inside each stage and tempered AAS weights (docs/pinn.md, the next lever)
     python benchmarks/pinn_sampling.py --problems highdim --samplers uniform aas --redraw 50 --weight-power 0.5 \
-        --lbfgs 0 --out /tmp/highdim_redraw
+        --lbfgs 0 --out docs/results/pinn_sampling/highdim_redraw
     # other protocols' results shown as their own tables, first, in docs/results/pinn_sampling.md
     python benchmarks/pinn_sampling.py --render --attach docs/results/pinn_sampling/lbfgs64/pinn_sampling.json \
         --attach-title "Adam + float64 L-BFGS finish" --title "Adam only"
