@@ -139,6 +139,16 @@ def error_split(net_predict: Any, exact: Any, name: str) -> dict[str, float]:
 NEAR_10D = 1.0
 
 
+def core_mixture_density(x: np.ndarray, sigma: float, core_share: float) -> np.ndarray:
+    """In 10D: the density of ``core_share`` N(0, sigma^2) restricted to the cube [-1, 1]^d plus the rest uniform."""
+    from scipy.special import erf
+
+    d = x.shape[1]
+    gauss_mass = erf(1 / (sigma * np.sqrt(2))) ** d                    # the normal's mass inside the box
+    q_gauss = np.exp(-(x**2).sum(1) / (2 * sigma**2)) / ((2 * np.pi * sigma**2) ** (d / 2) * gauss_mass)
+    return core_share * q_gauss + (1 - core_share) / 2**d
+
+
 def highdim_error(predict: Any, exact: Any, n: int = 20000, seed: int = 123) -> dict[str, float]:
     """Relative L2 error in 10D by importance sampling (``rel_l2_is``): u = exp(-10|x|^2) is ~0 on almost all
     uniform points, so half the points come from N(0, 1/40) (the shape of u^2), half uniform; weights 1/q. With
@@ -150,9 +160,7 @@ def highdim_error(predict: Any, exact: Any, n: int = 20000, seed: int = 123) -> 
     g = rng.normal(0, sigma, (n, d))
     g = g[np.all(np.abs(g) <= 1, axis=1)]
     x = np.vstack([g, rng.uniform(-1, 1, (n, d))])
-    gauss_mass = erf(1 / (sigma * np.sqrt(2))) ** d                    # the normal's mass inside the box
-    q_gauss = np.exp(-(x**2).sum(1) / (2 * sigma**2)) / ((2 * np.pi * sigma**2) ** (d / 2) * gauss_mass)
-    q = 0.5 * q_gauss + 0.5 / 2**d
+    q = core_mixture_density(x, sigma, 0.5)
     u, ue = predict(x), exact.numpy(x.T)
     norm2 = (np.sqrt(np.pi / 20) * erf(np.sqrt(20))) ** d                # the exact integral of u^2 on the box
     terms = (u - ue) ** 2 / q / len(x) / norm2
@@ -274,10 +282,10 @@ def regression_bound_10d(p: dict[str, Any], lr: float, seed: int = 0, every: int
     pb = problem("highdim")
     d, sigma = 10, 1.2 * np.sqrt(1 / 40)
     region = Region.box(pb.domain.bounds)
+    cfg = config("uniform", p, lr, "highdim")
     rows = []
     for gamma in gammas:
-        sampler = pinn_bridge.sampler_for(config("uniform", p, lr, "highdim"), region, seed)
-        net = pinn_bridge.build_model(pb, config("uniform", p, lr, "highdim"), region, sampler, seed).net
+        net = pinn_bridge.build_model(pb, cfg, region, pinn_bridge.sampler_for(cfg, region, seed), seed).net
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         rng = np.random.default_rng(seed)
         n = p["points"]
@@ -287,9 +295,7 @@ def regression_bound_10d(p: dict[str, Any], lr: float, seed: int = 0, every: int
             g = rng.normal(0, sigma, (4 * n_core, d))
             g = g[np.all(np.abs(g) <= 1, axis=1)][:n_core]
             x = np.vstack([g, rng.uniform(-1, 1, (n - n_core, d))])
-            q = (core_share * np.exp(-(x**2).sum(1) / (2 * sigma**2)) / (2 * np.pi * sigma**2) ** (d / 2)
-                 + (1 - core_share) / 2**d)
-            w = q ** -gamma
+            w = core_mixture_density(x, sigma, core_share) ** -gamma
             X = torch.as_tensor(x, dtype=torch.float32)
             U = torch.as_tensor(pb.exact.numpy(x.T), dtype=torch.float32).reshape(-1, 1)
             W = torch.as_tensor(w / w.mean(), dtype=torch.float32).reshape(-1, 1)
@@ -594,10 +600,13 @@ def attach(report: dict[str, Any], path: Path, title: str) -> dict[str, Any]:
     other = json.loads(path.read_text())
     entry = {"title": title, "source": str(path), "runs": other["runs"],
              **{k: other[k] for k in ("protocol", "lr", "seeds", "date", "command", "machine")}}
-    entries = report.get("attached", [])
-    same = [i for i, a in enumerate(entries) if a["source"] == str(path)]
-    report["attached"] = ([*entries[:same[0]], entry, *[a for a in entries[same[0] + 1:] if a["source"] != str(path)]]
-                          if same else [*entries, entry])
+    entries = list(report.get("attached", []))
+    at = next((i for i, a in enumerate(entries) if a["source"] == str(path)), None)
+    if at is None:
+        entries.append(entry)
+    else:
+        entries[at] = entry
+    report["attached"] = entries
     return report
 
 

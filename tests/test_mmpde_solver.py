@@ -258,7 +258,7 @@ def test_wide_fixed_baseline_has_its_own_width_and_checkpoints(tmp_path):
     off = Progress(enabled=False)
     first, _ = train_and_evaluate(cfg, 0, tmp_path, off, wide_hidden=8)
     assert first["fixed_wide"]["parameters"] > 2 * first["fixed"]["parameters"]
-    assert sorted(p.name for p in tmp_path.glob("fixed_wide_s0_*.pt")) and sorted(tmp_path.glob("fixed_s0_*.pt"))
+    assert any(tmp_path.glob("fixed_wide_s0_*.pt")) and any(tmp_path.glob("fixed_s0_*.pt"))
     again, _ = train_and_evaluate(cfg, 0, tmp_path, off, wide_hidden=8)
     for variant in ("fixed", "fixed_wide"):
         assert "resumed_from" in again[variant]
