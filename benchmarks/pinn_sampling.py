@@ -172,6 +172,7 @@ def highdim_error(predict: Any, exact: Any, n: int = 20000, seed: int = 123) -> 
 def run_one(name: str, sampler: str, seed: int, p: dict[str, Any], lr: float, reference: Any,
             pictures: Path | None) -> dict[str, Any]:
 
+    from neuralpde.progress import Progress
     from neuralpde.runtime import seed_everything
     from neuralpde.solvers import pinn_bridge
     from neuralpde.solvers.method import RunContext
@@ -179,7 +180,7 @@ def run_one(name: str, sampler: str, seed: int, p: dict[str, Any], lr: float, re
     seed_everything(seed)
     pb = problem(name)
     plots = {"samples", "pinn_error"} if pictures is not None else set()
-    ctx = RunContext(device="cpu", seed=seed, out_dir=pictures, plots=plots)
+    ctx = RunContext(device="cpu", seed=seed, out_dir=pictures, plots=plots, progress=Progress())  # a bar per run
     captured: dict[str, Any] = {}
     original = pinn_bridge._result
 
