@@ -8,7 +8,7 @@ from neuralpde.meshes.domains import Box, Hypercube
 from neuralpde.pde import BoundaryCondition, Poisson, Problem
 from neuralpde.pde.base import div, grad
 from neuralpde.pde.gaussian import GaussianPeaks
-from neuralpde.solvers.cached_field import CachedField, derivatives, derivatives_autograd
+from neuralpde.solvers.cached_field import CachedField, derivatives, derivatives_autograd, product_derivatives
 from neuralpde.solvers.pinn_bridge import _hard_bc_transform
 
 
@@ -53,6 +53,26 @@ def test_cached_transform_matches_autograd(dim):
         for a, b in zip(got, want, strict=True):
             assert torch.allclose(a, b, rtol=1e-6, atol=1e-6 * float(b.abs().max()))
     assert float(want[2].abs().max()) > 1e-2 and float(want[3].abs().max()) > 1e-3    # a real test: not all 0
+
+
+@pytest.mark.parametrize("dim", [1, 3, 5])
+def test_product_derivatives_equal_autograd_to_rounding(dim):
+    """The closed form for separable products (the hard-BC distance) against backward passes, up to order 3."""
+    lo = torch.linspace(-1.0, -0.2, dim, dtype=torch.float64)
+    hi = torch.linspace(0.5, 2.0, dim, dtype=torch.float64)
+
+    def f(x):
+        return torch.prod((x - lo) * (hi - x) * torch.exp(x), dim=1)
+
+    def factors(x):     # s = (x - lo)(hi - x) e^x and its first three derivatives
+        p, dp = (x - lo) * (hi - x), lo + hi - 2 * x
+        e = torch.exp(x)
+        return [p * e, (p + dp) * e, (p + 2 * dp - 2) * e, (p + 3 * dp - 6) * e]
+
+    x = lo + (hi - lo) * torch.rand(7, dim, generator=torch.Generator().manual_seed(dim), dtype=torch.float64)
+    for got, want in zip(product_derivatives(factors, x, 3), derivatives_autograd(f, x, 3), strict=True):
+        assert got.shape == want.shape
+        assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
 def test_cache_is_never_stale():

@@ -86,6 +86,34 @@ def derivatives_autograd(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Ten
     return [t.detach() for t in out]
 
 
+def product_derivatives(factors: Callable[[torch.Tensor], list[torch.Tensor]], x: torch.Tensor, order: int
+                        ) -> list[torch.Tensor]:
+    """:func:`derivatives` of a separable product ``f(x) = prod_i s_i(x_i)`` in closed form.
+
+    ``factors(x)`` returns ``[s, s', s'', ...]`` as ``(n, d)`` tensors (column ``i``: ``s_i`` and its derivatives
+    at ``x_i``; missing orders are 0). A derivative with index multiset ``{i: m_i}`` is ``prod_i s_i^(m_i)``, one
+    product of ``d`` columns per multiset (220 for order 3 in 10D), where :func:`derivatives` differentiates the
+    product ``d^order`` times per point (in 10D: 0.87 CPU-s for 1000 points against a few ms).
+    """
+    n, d = x.shape
+    s = [t.reshape(n, d) for t in factors(x)]
+    zero = torch.zeros_like(s[0])
+
+    def column(m: int) -> torch.Tensor:
+        return s[m] if m < len(s) else zero
+
+    out = [torch.prod(s[0], dim=1)]
+    for k in range(1, order + 1):
+        t = torch.empty((n, *(d,) * k), dtype=x.dtype, device=x.device)
+        for key in itertools.combinations_with_replacement(range(d), k):
+            counts = [key.count(i) for i in range(d)]
+            value = torch.prod(torch.stack([column(counts[i])[:, i] for i in range(d)], dim=1), dim=1)
+            for idx in set(itertools.permutations(key)):
+                t[(slice(None), *idx)] = value
+        out.append(t)
+    return [t.detach() for t in out]
+
+
 class _Entry:
     """The derivatives of ``f`` at one point set, up to the order computed so far."""
 
@@ -105,10 +133,14 @@ class CachedField:
         f: a point-by-point function of ``(n, d)`` points to ``(n,)`` values, differentiable by autograd.
         size: how many point sets to keep (the training points plus a few the samplers evaluate).
         float64: compute the derivatives in double precision (then cast to the points' dtype).
+        derivs: ``derivs(x, order)`` giving what :func:`derivatives` gives, when a faster exact way is known
+            (e.g. :func:`product_derivatives`); default :func:`derivatives` of ``f``.
     """
 
-    def __init__(self, f: Callable[[torch.Tensor], torch.Tensor], size: int = 4, float64: bool = True) -> None:
+    def __init__(self, f: Callable[[torch.Tensor], torch.Tensor], size: int = 4, float64: bool = True,
+                 derivs: Callable[[torch.Tensor, int], list[torch.Tensor]] | None = None) -> None:
         self.f, self.size, self.float64 = f, size, float64
+        self.derivs = derivs if derivs is not None else (lambda x, order: derivatives(f, x, order))
         self.entries: list[_Entry] = []
         self.hits = self.misses = 0
 
@@ -139,7 +171,7 @@ class CachedField:
             # the residual needs orders 0-2 at once; order 3 only in the loss's backward pass (training points)
             want = max(order, 2)
             x = entry.x.double() if self.float64 else entry.x
-            entry.levels = [t.to(entry.x.dtype) for t in derivatives(self.f, x, want)]
+            entry.levels = [t.to(entry.x.dtype) for t in self.derivs(x, want)]
         return entry.levels[order]
 
 
@@ -165,4 +197,4 @@ class _Derivative(torch.autograd.Function):
         return g, None, None, None
 
 
-__all__ = ["CachedField", "derivatives", "derivatives_autograd"]
+__all__ = ["CachedField", "derivatives", "derivatives_autograd", "product_derivatives"]

@@ -299,10 +299,15 @@ def _hard_bc_transform(problem: Any, cache: bool = True) -> Any:
     def lift(x: Any) -> Any:
         return boundary_lift(values, x, lo.to(x), hi.to(x))
 
-    if cache:
-        from .cached_field import CachedField
+    def distance_factors(x: Any) -> list[Any]:     # s_i = (x_i - lo_i)(hi_i - x_i) / scale_i and its derivatives
+        lo_, hi_, sc = lo.to(x), hi.to(x), scale.to(x)
+        return [(x - lo_) * (hi_ - x) / sc, (lo_ + hi_ - 2 * x) / sc, (-2 / sc).expand_as(x)]
 
-        distance, lift = CachedField(distance), CachedField(lift)
+    if cache:
+        from .cached_field import CachedField, product_derivatives
+
+        distance = CachedField(distance, derivs=lambda x, order: product_derivatives(distance_factors, x, order))
+        lift = CachedField(lift)
 
     def transform(x: Any, y: Any) -> Any:
         dist = distance(x).reshape(-1, 1)
