@@ -392,7 +392,15 @@ def protocol_line(p: dict[str, Any], lr: float, seeds: list[int]) -> str:
     return (f"net {p['layers']}, Adam lr {lr}, {p['stages']} stages x {p['steps']} Adam steps, {finish}; "
             f"{p['points']} collocation points per stage (RAR: +{p['add']}), {p['boundary']} boundary points, "
             f"{p['flow_steps']} flow steps per stage, {'hard' if p.get('hard_bc') else 'soft'} boundary conditions, "
-            f"FEM reference {p['ref_cells']}^2, seeds {seeds}.")
+            f"FEM reference {p['ref_cells']}^2, seeds {seeds}{extras_line(p)}.")
+
+
+def extras_line(p: dict[str, Any]) -> str:
+    """The optional settings of a protocol (fresh points inside a stage, tempered AAS weights), if used."""
+    parts = ([f"fresh points from the stage's distribution every {p['redraw']} Adam steps (uniform, DAS-R, AAS)"]
+             if p.get("redraw") else [])
+    parts += [f"AAS loss weights (1/q)^{p['weight_power']:g}"] if p.get("weight_power", 1.0) != 1.0 else []
+    return "".join(f"; {x}" for x in parts)
 
 
 def results_tables(summary: dict[str, Any], target_rows: list[Any]) -> list[str]:
@@ -424,12 +432,15 @@ def results_tables(summary: dict[str, Any], target_rows: list[Any]) -> list[str]
 def markdown(report: dict[str, Any]) -> str:
     p = report["protocol"]
     lines = ["# PINN collocation samplers: uniform, RAR, RAD, DAS-R, AAS", "",
-             f"Measured {report['date']} on {report['machine']}. Command: `{report['command']}`.", "",
+             f"Measured {report['date']} on {report['machine']}. Command: `{report['command']}`."
+             + "".join(f" With the runs of `{c['source']}` (same protocol, measured {c['date']}, `{c['command']}`)."
+                       for c in report.get("combined", [])), "",
              "## Protocol" + (f" of '{report.get('title', 'the main runs')}' (the attached results state their own)"
                               if report.get("attached") else ""), "",
              f"- network: tanh MLP {p['layers']} (Glorot uniform), Adam lr {report['lr']}; "
              f"{p['stages']} stages x {p['steps']} Adam steps; {p['points']} collocation points per stage "
-             f"(RAR: +{p['add']} per stage); {p['boundary']} boundary points; seeds {report['seeds']}.",
+             f"(RAR: +{p['add']} per stage); {p['boundary']} boundary points; seeds {report['seeds']}"
+             f"{extras_line(p)}.",
              *([f"- **L-BFGS finish** for every sampler: after the last stage, DeepXDE's L-BFGS (torch LBFGS, strong "
                 f"Wolfe, gtol 1e-8, {'float64' if p.get('lbfgs_float64') else 'float32'}) on that stage's points and "
                 f"weights, at most {p['lbfgs']} iterations; it stops earlier at its tolerance "
@@ -611,6 +622,22 @@ def attach(report: dict[str, Any], path: Path, title: str) -> dict[str, Any]:
     return report
 
 
+def combine(report: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``report`` with the runs of the results JSON at ``path`` added: runs of the *same* protocol measured by
+    another process into its own folder (e.g. the samplers of one problem in parallel). A run already in
+    ``report`` (same problem, sampler, seed) stays; another protocol or learning rate is refused."""
+    other = json.loads(path.read_text())
+    if other.get("protocol") != report.get("protocol") or other.get("lr") != report.get("lr"):
+        raise SystemExit(f"--combine: {path} was measured under another protocol or lr "
+                         f"({other.get('protocol')}, lr {other.get('lr')}); use --merge or --attach for those")
+    have = {(r["problem"], r["sampler"], r["seed"]) for r in report["runs"]}
+    report["runs"] = report["runs"] + [r for r in other["runs"] if (r["problem"], r["sampler"], r["seed"]) not in have]
+    report["seeds"] = sorted(set(report["seeds"]) | set(other["seeds"]))
+    report.setdefault("combined", []).append({"source": str(path), "date": other["date"],
+                                              "command": other["command"], "machine": other["machine"]})
+    return report
+
+
 def merged_problems(report: dict[str, Any]) -> set[str]:
     """The problems whose runs came from another protocol by :func:`merge`."""
     return {name for m in report.get("merged", []) for name in m["problems"]}
@@ -671,6 +698,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(float32 L-BFGS stops at its tolerance after a few thousand iterations)")
     parser.add_argument("--lbfgs-float64", action="store_true", help="float64 L-BFGS: the default now; kept so that "
                         "the recorded commands of docs/results/pinn_sampling/lbfgs64 run as they were")
+    parser.add_argument("--combine", type=Path, action="append", default=[],
+                        help="with --render: add the runs of this results JSON, measured under the same protocol by "
+                        "another process (see combine)")
     parser.add_argument("--attach", type=Path, default=None, help="with --render: show the runs of this results "
                         "JSON (another protocol) as their own tables, first, titled --attach-title")
     parser.add_argument("--attach-title", default="another protocol")
@@ -699,6 +729,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.render:
         report = json.loads((args.out / "pinn_sampling.json").read_text())
+        for path in args.combine:
+            report = combine(report, path)
         for path in args.merge:
             report = merge(report, path)
         if args.attach:

@@ -3,6 +3,7 @@ that ``--resume`` matches, and one tiny run end to end."""
 
 import argparse
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -73,3 +74,21 @@ def test_a_tiny_highdim_run_reports_every_field_with_finite_errors(bench):
     for key in ("rel_l2_mc", "rel_l2_is", "rel_l2_near", "rel_l2_far", "cpu_s", "flow_s"):
         assert np.isfinite(run[key]), key
     assert run["flow_s"] > 0
+
+
+def report(runs, protocol, seeds):
+    return {"protocol": protocol, "lr": 1e-3, "seeds": seeds, "date": "d", "command": "c", "machine": "m",
+            "runs": [{"problem": "highdim", "sampler": s, "seed": k, "rel_l2_is": e} for s, k, e in runs]}
+
+
+def test_combine_adds_the_other_folders_runs_of_the_same_protocol_only(bench, tmp_path):
+    protocol = {**bench.FULL, "hard_bc": True, "redraw": 50}
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(report([("uniform", 0, 1.0), ("aas", 0, 9.9), ("uniform", 1, 1.1)], protocol, [0, 1])))
+    mine = bench.combine(report([("aas", 0, 0.4)], protocol, [0]), other)
+    assert sorted((r["sampler"], r["seed"], r["rel_l2_is"]) for r in mine["runs"]) == [
+        ("aas", 0, 0.4), ("uniform", 0, 1.0), ("uniform", 1, 1.1)]      # its own aas seed 0 kept
+    assert mine["seeds"] == [0, 1] and mine["combined"][0]["source"] == str(other)
+    with pytest.raises(SystemExit, match="another protocol"):
+        bench.combine(report([], {**protocol, "redraw": 10}, [0]), other)
+    assert "every 50 Adam steps" in bench.protocol_line(protocol, 1e-3, [0])
