@@ -97,6 +97,7 @@ def config(sampler: str, p: dict[str, Any], lr: float, name: str = "peak") -> An
                     "importance_weights": sampler == "aas", "importance_power": p.get("weight_power", 1.0),
                     # fresh points inside a stage: for the samplers with a distribution (RAR and RAD keep theirs)
                     "redraw_every": p.get("redraw", 0) if sampler in ("uniform", "das", "aas") else 0,
+                    "memory_share": p.get("memory", 0.0) if sampler == "aas" else 0.0,
                     "flow": {"steps": p["flow_steps"], "batch": min(500, p["points"]),
                              "beta": AAS_BETA[name] if sampler == "aas" else None}},
         "train": {"adam_steps": p["steps"], "lr": lr, "lbfgs_steps": p.get("lbfgs", 0),
@@ -400,6 +401,8 @@ def extras_line(p: dict[str, Any]) -> str:
     parts = ([f"fresh points from the stage's distribution every {p['redraw']} Adam steps (uniform, DAS-R, AAS)"]
              if p.get("redraw") else [])
     parts += [f"AAS loss weights (1/q)^{p['weight_power']:g}"] if p.get("weight_power", 1.0) != 1.0 else []
+    parts += [f"AAS memory: {p['memory']:g} of each stage's points from the previous stage's flow"] \
+        if p.get("memory") else []
     return "".join(f"; {x}" for x in parts)
 
 
@@ -660,6 +663,8 @@ def protocol_from(args: argparse.Namespace) -> dict[str, Any]:
         p["redraw"] = args.redraw
     if args.weight_power != 1.0:
         p["weight_power"] = args.weight_power
+    if args.memory:
+        p["memory"] = args.memory
     return p
 
 
@@ -675,6 +680,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, default=None, help="collocation points per stage (overrides)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-power", type=float, default=1.0, help="AAS's loss weights (1/q)^p (1: unbiased)")
+    parser.add_argument("--memory", type=float, default=0.0, help="AAS: share of each stage's points from the "
+                        "previous stage's flow (sampler.memory_share); 0: none")
     parser.add_argument("--redraw", type=int, default=0, help="fresh points from the stage's distribution every "
                         "this many Adam steps (uniform, DAS-R, AAS; RAR and RAD keep their points); 0: none")
     parser.add_argument("--lbfgs", type=int, default=None, help="L-BFGS finish: at most this many DeepXDE L-BFGS "

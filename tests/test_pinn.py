@@ -111,6 +111,16 @@ def test_redraw_is_refused_for_residual_pickers(kind):
         _config(kind, **{"sampler.redraw_every": 2})
 
 
+def test_memory_share_is_for_aas_and_leaves_points_for_the_current_flow():
+    for kind in ("uniform", "rar", "das"):
+        with pytest.raises(Exception, match="memory_share"):
+            _config(kind, **{"sampler.memory_share": 0.3})
+    with pytest.raises(Exception, match="below 1"):
+        _config("aas", **{"sampler.memory_share": 0.8})            # + the default uniform share 0.2
+    sampler = sampler_for(_config("aas", **{"sampler.memory_share": 0.3}), Region.box([[-1, 1], [-1, 1]]), 0)
+    assert sampler.memory_share == 0.3
+
+
 def test_deepxde_own_resampler_repeats_quasi_random_points():
     """The bug we guard against, shown on DeepXDE itself: Hammersley 'resampling' returns the same points."""
     dde = deepxde()

@@ -52,7 +52,7 @@ def test_highdim_error_is_zero_for_the_exact_solution_and_one_for_zero(bench):
 
 def args(**kw):
     base = {"quick": False, "seeds": None, "steps": None, "points": None, "soft_bc": False, "lbfgs": None,
-            "lbfgs_float32": False, "redraw": 0, "weight_power": 1.0}
+            "lbfgs_float32": False, "redraw": 0, "weight_power": 1.0, "memory": 0.0}
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -62,6 +62,9 @@ def test_protocol_keys_appear_only_when_used_so_earlier_results_stay_resumable(b
     adam_only = bench.protocol_from(args(lbfgs=0, steps=8000, redraw=50, weight_power=0.5))
     assert "lbfgs" not in adam_only and "lbfgs_float64" not in adam_only
     assert (adam_only["steps"], adam_only["redraw"], adam_only["weight_power"]) == (8000, 50, 0.5)
+    memory = bench.protocol_from(args(memory=0.3))
+    assert memory["memory"] == 0.3 and bench.config("aas", memory, 1e-3).sampler.memory_share == 0.3
+    assert bench.config("uniform", memory, 1e-3).sampler.memory_share == 0.0
 
 
 def test_a_tiny_highdim_run_reports_every_field_with_finite_errors(bench):

@@ -395,6 +395,8 @@ def sampler_for(config: PINNConfig, region: Region, seed: int) -> Sampler:
             opts["beta"] = f.beta
         if s.uniform_share is not None:
             opts["uniform_share"] = s.uniform_share
+        if s.memory_share:
+            opts["memory_share"] = s.memory_share
     elif s.importance_weights:
         raise CaseError("importance weights 1/q need a flow sampler", field="method.sampler.importance_weights",
                         fix="use sampler type das or aas, or importance_weights: false")

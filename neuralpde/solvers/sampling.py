@@ -22,6 +22,7 @@ residual on the flow's samples; a share of uniform points is always kept. DAS-R 
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from collections.abc import Callable
@@ -170,7 +171,12 @@ class FlowSampler(Sampler):
     importance_weights: bool = False
     #: weights ``(1/q)^importance_power``: 1 unbiased (DAS), below 1 tempered
     importance_power: float = 1.0
+    #: share of each stage's points drawn from the *previous* stage's flow (frozen when the stage's training
+    #: starts): the max form of AAS puts the flow on the largest residual, so with two peaks it hops from one to
+    #: the other between stages and the peak it left loses its points; the memory keeps them (0: none)
+    memory_share: float = 0.0
     flow: BoundedFlow = field(init=False, repr=False)
+    previous: BoundedFlow | None = field(default=None, init=False, repr=False)
     _q: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -191,17 +197,27 @@ class FlowSampler(Sampler):
         with torch.no_grad():
             return self.flow.log_prob(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
 
-    def _draw(self, stage: int) -> np.ndarray:
-        """Flow samples inside the region plus the uniform share; on collapse, uniform only (and a reset)."""
-        n_uniform = int(round(self.uniform_share * self.points))
-        n_flow = self.points - n_uniform
+    def remember(self) -> None:
+        """Freeze a copy of the current flow as the memory (called before a stage trains the flow)."""
+        if self.memory_share > 0:
+            self.previous = copy.deepcopy(self.flow).requires_grad_(False)
+
+    def _samples(self, flow: BoundedFlow, n: int) -> np.ndarray:
+        """``n`` samples of ``flow`` inside the region (fewer if it keeps missing the region)."""
         x_flow = np.empty((0, self.region.dim))
         for _ in range(50):
-            x = self.region.keep(self.flow.sample(2 * n_flow, self.torch_gen).numpy())
-            x_flow = np.vstack([x_flow, x])
-            if len(x_flow) >= n_flow:
+            if len(x_flow) >= n:
                 break
-        x_flow = x_flow[:n_flow]
+            x_flow = np.vstack([x_flow, self.region.keep(flow.sample(2 * n, self.torch_gen).numpy())])
+        return x_flow[:n]
+
+    def _draw(self, stage: int) -> np.ndarray:
+        """Flow samples inside the region plus the uniform share (and the memory's share, drawn from the previous
+        stage's flow); on collapse, uniform only (and a reset)."""
+        n_uniform = int(round(self.uniform_share * self.points))
+        n_memory = int(round(self.memory_share * self.points)) if self.previous is not None else 0
+        n_flow = self.points - n_uniform - n_memory
+        x_flow = self._samples(self.flow, n_flow)
         if len(x_flow) < n_flow or collapsed(x_flow, self.region.bounds):
             msg = (f"{type(self).__name__}: the flow collapsed at stage {stage} (its samples sit in one cell or "
                    "on the box boundary); this stage uses uniform points only and the flow restarts from uniform")
@@ -213,10 +229,18 @@ class FlowSampler(Sampler):
             self._q = np.full(len(x), 1.0 / self._volume)
             self.weights = None if self.weights is None else np.ones(len(x))
             return x
-        x = np.vstack([x_flow, self.region.uniform(n_uniform, self.rng)])
+        x_memory = self._samples(self.previous, n_memory) if n_memory else np.empty((0, self.region.dim))
+        if len(x_memory) < n_memory:      # the memory misses the region: its share comes from the current flow
+            x_flow = np.vstack([x_flow, self._samples(self.flow, n_memory - len(x_memory))])
+            n_flow, n_memory = n_flow + n_memory - len(x_memory), len(x_memory)
+        x = np.vstack([x_flow, x_memory, self.region.uniform(n_uniform, self.rng)])
         # the density the points were drawn from (the mixture), for the next importance weights
         share = n_uniform / self.points
-        self._q = share / self._volume + (1 - share) * np.exp(self.log_prob(x))
+        self._q = share / self._volume + (n_flow / self.points) * np.exp(self.log_prob(x))
+        if n_memory:
+            with torch.no_grad():
+                p_memory = np.exp(self.previous.log_prob(torch.as_tensor(x, dtype=torch.float32)).double().numpy())
+            self._q = self._q + (n_memory / self.points) * p_memory
         if self.importance_weights:
             # the DAS loss mean(r^2 / q) over x ~ q: an unbiased estimate of the integral of r^2 over the domain
             # (uniform measure), so concentrating points lowers its variance without re-weighting the loss
@@ -269,6 +293,7 @@ class AASSampler(FlowSampler):
     beta: float = 1e-3
 
     def next_points(self, residual: Residual, current: np.ndarray, stage: int) -> np.ndarray:
+        self.remember()
         losses = []
         for _ in range(self.flow_steps):
             losses.append(adversarial_step(self.flow, self.opt, residual, self.batch, self.beta, self.torch_gen))
