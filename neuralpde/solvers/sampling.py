@@ -171,12 +171,13 @@ class FlowSampler(Sampler):
     importance_weights: bool = False
     #: weights ``(1/q)^importance_power``: 1 unbiased (DAS), below 1 tempered
     importance_power: float = 1.0
-    #: share of each stage's points drawn from the *previous* stage's flow (frozen when the stage's training
+    #: share of each stage's points drawn from the flows of the *earlier* stages (each frozen when the next stage's
+    #: training starts; equal parts: stage k draws its memory from the k - 1 flows before it): the max form of AAS
     #: starts): the max form of AAS puts the flow on the largest residual, so with two peaks it hops from one to
     #: the other between stages and the peak it left loses its points; the memory keeps them (0: none)
     memory_share: float = 0.0
     flow: BoundedFlow = field(init=False, repr=False)
-    previous: BoundedFlow | None = field(default=None, init=False, repr=False)
+    previous: list[BoundedFlow] = field(default_factory=list, init=False, repr=False)
     _q: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -198,9 +199,9 @@ class FlowSampler(Sampler):
             return self.flow.log_prob(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
 
     def remember(self) -> None:
-        """Freeze a copy of the current flow as the memory (called before a stage trains the flow)."""
+        """Freeze a copy of the current flow into the memory (called before a stage trains the flow)."""
         if self.memory_share > 0:
-            self.previous = copy.deepcopy(self.flow).requires_grad_(False)
+            self.previous.append(copy.deepcopy(self.flow).requires_grad_(False))
 
     def _samples(self, flow: BoundedFlow, n: int) -> np.ndarray:
         """``n`` samples of ``flow`` inside the region (fewer if it keeps missing the region)."""
@@ -212,10 +213,10 @@ class FlowSampler(Sampler):
         return x_flow[:n]
 
     def _draw(self, stage: int) -> np.ndarray:
-        """Flow samples inside the region plus the uniform share (and the memory's share, drawn from the previous
-        stage's flow); on collapse, uniform only (and a reset)."""
+        """Flow samples inside the region plus the uniform share (and the memory's share, drawn in equal parts from
+        the earlier stages' flows); on collapse, uniform only (and a reset)."""
         n_uniform = int(round(self.uniform_share * self.points))
-        n_memory = int(round(self.memory_share * self.points)) if self.previous is not None else 0
+        n_memory = int(round(self.memory_share * self.points)) if self.previous else 0
         n_flow = self.points - n_uniform - n_memory
         x_flow = self._samples(self.flow, n_flow)
         if len(x_flow) < n_flow or collapsed(x_flow, self.region.bounds):
@@ -229,18 +230,22 @@ class FlowSampler(Sampler):
             self._q = np.full(len(x), 1.0 / self._volume)
             self.weights = None if self.weights is None else np.ones(len(x))
             return x
-        x_memory = self._samples(self.previous, n_memory) if n_memory else np.empty((0, self.region.dim))
-        if len(x_memory) < n_memory:      # the memory misses the region: its share comes from the current flow
-            x_flow = np.vstack([x_flow, self._samples(self.flow, n_memory - len(x_memory))])
-            n_flow, n_memory = n_flow + n_memory - len(x_memory), len(x_memory)
-        x = np.vstack([x_flow, x_memory, self.region.uniform(n_uniform, self.rng)])
+        # equal parts of the memory's share from each earlier flow (a part a flow cannot fill: the current flow's)
+        parts = [n_memory // len(self.previous) + (i < n_memory % len(self.previous))
+                 for i in range(len(self.previous))] if n_memory else []
+        memory = [self._samples(f, n) for f, n in zip(self.previous, parts, strict=True)]
+        short = sum(parts) - sum(len(m) for m in memory)
+        if short:
+            x_flow = np.vstack([x_flow, self._samples(self.flow, short)])
+            n_flow, n_memory = n_flow + short, n_memory - short
+        x = np.vstack([x_flow, *memory, self.region.uniform(n_uniform, self.rng)])
         # the density the points were drawn from (the mixture), for the next importance weights
         share = n_uniform / self.points
         self._q = share / self._volume + (n_flow / self.points) * np.exp(self.log_prob(x))
-        if n_memory:
+        for f, m in zip(self.previous, memory, strict=False):      # no memory yet: memory == []
             with torch.no_grad():
-                p_memory = np.exp(self.previous.log_prob(torch.as_tensor(x, dtype=torch.float32)).double().numpy())
-            self._q = self._q + (n_memory / self.points) * p_memory
+                p_memory = np.exp(f.log_prob(torch.as_tensor(x, dtype=torch.float32)).double().numpy())
+            self._q = self._q + (len(m) / self.points) * p_memory
         if self.importance_weights:
             # the DAS loss mean(r^2 / q) over x ~ q: an unbiased estimate of the integral of r^2 over the domain
             # (uniform measure), so concentrating points lowers its variance without re-weighting the loss
