@@ -43,7 +43,8 @@ def _grid(n: int, size: float = 3.6) -> tuple[Any, Any]:
     plt = _pyplot()
     cols = min(n, 4)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    # constrained layout: colorbars and tick labels of neighbouring panels do not overlap
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False, constrained_layout=True)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, axes.flat
