@@ -401,7 +401,7 @@ def extras_line(p: dict[str, Any]) -> str:
     parts = ([f"fresh points from the stage's distribution every {p['redraw']} Adam steps (uniform, DAS-R, AAS)"]
              if p.get("redraw") else [])
     parts += [f"AAS loss weights (1/q)^{p['weight_power']:g}"] if p.get("weight_power", 1.0) != 1.0 else []
-    parts += [f"AAS memory: {p['memory']:g} of each stage's points from the previous stage's flow"] \
+    parts += [f"AAS memory: {p['memory']:g} of each stage's points from the earlier stages' flows"] \
         if p.get("memory") else []
     return "".join(f"; {x}" for x in parts)
 
