@@ -31,9 +31,17 @@ Usage::
     python benchmarks/pinn_sampling.py --render --merge docs/results/pinn_sampling/highdim/pinn_sampling.json
     python benchmarks/pinn_sampling.py --flow-probe     # + the 10D flow probe (AAS flow alone on r = f)
     python benchmarks/pinn_sampling.py --regression-10d # + the 10D regression bound (the net fitting u itself)
-    # 10D with fresh points inside each stage and tempered AAS weights (docs/pinn.md, the next lever)
-    python benchmarks/pinn_sampling.py --problems highdim --samplers uniform aas --redraw 50 --weight-power 0.5 \
-        --lbfgs 0 --out docs/results/pinn_sampling/highdim_redraw
+    # 10D over 40 000 steps with fresh points inside each stage and tempered AAS weights (docs/pinn.md); samplers
+    # in parallel processes, each into its own folder, then one report with --combine
+    python benchmarks/pinn_sampling.py --problems highdim --samplers aas --steps 8000 --redraw 50 --weight-power 0.5 \
+        --lbfgs 0 --resume --out docs/results/pinn_sampling/highdim40k
+    python benchmarks/pinn_sampling.py --problems highdim --samplers uniform --steps 8000 --redraw 50 \
+        --weight-power 0.5 --lbfgs 0 --resume --out docs/results/pinn_sampling/highdim40k_uniform
+    python benchmarks/pinn_sampling.py --render --out docs/results/pinn_sampling/highdim40k \
+        --combine docs/results/pinn_sampling/highdim40k_uniform/pinn_sampling.json
+    # AAS with a memory of the earlier stages' flows on the 2D problems
+    python benchmarks/pinn_sampling.py --problems two_peaks peak --samplers aas --memory 0.3 \
+        --out docs/results/pinn_sampling/memory
     # other protocols' results shown as their own tables, first, in docs/results/pinn_sampling.md
     python benchmarks/pinn_sampling.py --render --attach docs/results/pinn_sampling/lbfgs64/pinn_sampling.json \
         --attach-title "Adam + float64 L-BFGS finish" --title "Adam only"
