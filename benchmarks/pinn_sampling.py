@@ -689,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-power", type=float, default=1.0, help="AAS's loss weights (1/q)^p (1: unbiased)")
     parser.add_argument("--memory", type=float, default=0.0, help="AAS: share of each stage's points from the "
-                        "previous stage's flow (sampler.memory_share); 0: none")
+                        "earlier stages' flows (sampler.memory_share); 0: none")
     parser.add_argument("--redraw", type=int, default=0, help="fresh points from the stage's distribution every "
                         "this many Adam steps (uniform, DAS-R, AAS; RAR and RAD keep their points); 0: none")
     parser.add_argument("--lbfgs", type=int, default=None, help="L-BFGS finish: at most this many DeepXDE L-BFGS "

@@ -64,8 +64,8 @@ class SamplerConfig(Strict):
     #: points): uniform points for uniform, new flow samples (and uniform share) for DAS-R/AAS; in 10D a fixed set
     #: of 1000 points is fitted exactly and the net is wrong between them (docs/pinn.md)
     redraw_every: int = Field(0, ge=0)
-    #: AAS: share of each stage's points drawn from the previous stage's flow (with two peaks the flow hops from
-    #: one to the other between stages; the memory keeps the one it left covered)
+    #: AAS: share of each stage's points drawn, in equal parts, from the earlier stages' flows (with two peaks the
+    #: flow hops from one to the other between stages; the memory keeps the one it left covered)
     memory_share: float = Field(0.0, ge=0, lt=1)
     flow: FlowConfig = FlowConfig()
 
@@ -76,9 +76,9 @@ class SamplerConfig(Strict):
                              f"{self.type}: RAR and RAD choose their points from the residual once per stage; set "
                              f"method.sampler.redraw_every: 0")
         if self.memory_share and self.type != "aas":
-            raise ValueError(f"memory_share keeps the previous stage's AAS flow; sampler {self.type} has none: set "
+            raise ValueError(f"memory_share keeps the earlier stages' AAS flows; sampler {self.type} has none: set "
                              "method.sampler.memory_share: 0 or type: aas")
-        uniform = 0.2 if self.uniform_share is None else self.uniform_share
+        uniform = 0.2 if self.uniform_share is None else self.uniform_share    # 0.2: AASSampler's default
         if self.memory_share and uniform + self.memory_share >= 1:
             raise ValueError(f"uniform_share ({uniform:g}) + memory_share ({self.memory_share:g}) leave no points "
                              "for the current flow: keep their sum below 1")

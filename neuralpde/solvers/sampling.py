@@ -172,9 +172,9 @@ class FlowSampler(Sampler):
     #: weights ``(1/q)^importance_power``: 1 unbiased (DAS), below 1 tempered
     importance_power: float = 1.0
     #: share of each stage's points drawn from the flows of the *earlier* stages (each frozen when the next stage's
-    #: training starts; equal parts: stage k draws its memory from the k - 1 flows before it): the max form of AAS
-    #: starts): the max form of AAS puts the flow on the largest residual, so with two peaks it hops from one to
-    #: the other between stages and the peak it left loses its points; the memory keeps them (0: none)
+    #: training starts; equal parts: stage k draws its memory from the k - 1 flows before it, the first of them the
+    #: untrained, uniform one): the max form of AAS puts the flow on the largest residual, so with two peaks it hops
+    #: from one to the other between stages and the peak it left loses its points; the memory keeps them (0: none)
     memory_share: float = 0.0
     flow: BoundedFlow = field(init=False, repr=False)
     previous: list[BoundedFlow] = field(default_factory=list, init=False, repr=False)
@@ -194,9 +194,10 @@ class FlowSampler(Sampler):
         self._q = np.full(len(x), 1.0 / self._volume)
         return x
 
-    def log_prob(self, x: np.ndarray) -> np.ndarray:
+    def log_prob(self, x: np.ndarray, flow: BoundedFlow | None = None) -> np.ndarray:
+        """The log-density of ``flow`` (default: the current one) at the points ``x``."""
         with torch.no_grad():
-            return self.flow.log_prob(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
+            return (flow or self.flow).log_prob(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
 
     def remember(self) -> None:
         """Freeze a copy of the current flow into the memory (called before a stage trains the flow)."""
@@ -243,9 +244,7 @@ class FlowSampler(Sampler):
         share = n_uniform / self.points
         self._q = share / self._volume + (n_flow / self.points) * np.exp(self.log_prob(x))
         for f, m in zip(self.previous, memory, strict=False):      # no memory yet: memory == []
-            with torch.no_grad():
-                p_memory = np.exp(f.log_prob(torch.as_tensor(x, dtype=torch.float32)).double().numpy())
-            self._q = self._q + (len(m) / self.points) * p_memory
+            self._q = self._q + (len(m) / self.points) * np.exp(self.log_prob(x, f))
         if self.importance_weights:
             # the DAS loss mean(r^2 / q) over x ~ q: an unbiased estimate of the integral of r^2 over the domain
             # (uniform measure), so concentrating points lowers its variance without re-weighting the loss
