@@ -99,7 +99,8 @@ def config(sampler: str, p: dict[str, Any], lr: float, name: str = "peak") -> An
     from neuralpde.solvers.pinn import PINNConfig
 
     return PINNConfig.model_validate({
-        "type": "pinn", "network": {"layers": p["layers"]}, "eval_points": 20000, "hard_bc": p["hard_bc"],
+        "type": "pinn", "network": {"layers": p["layers"], "features": p.get("features", "none")},
+        "eval_points": 20000, "hard_bc": p["hard_bc"],
         "sampler": {"type": sampler, "points": p["points"], "stages": p["stages"], "boundary_points": p["boundary"],
                     "candidates": p["candidates"], "add": p["add"], "uniform_share": 0.2 if sampler == "aas" else None,
                     "importance_weights": sampler == "aas", "importance_power": p.get("weight_power", 1.0),
@@ -411,6 +412,7 @@ def extras_line(p: dict[str, Any]) -> str:
     parts += [f"AAS loss weights (1/q)^{p['weight_power']:g}"] if p.get("weight_power", 1.0) != 1.0 else []
     parts += [f"AAS memory: {p['memory']:g} of each stage's points from the earlier stages' flows"] \
         if p.get("memory") else []
+    parts += ["input features [x, x*x] (network.features: quadratic, every sampler)"] if p.get("features") else []
     return "".join(f"; {x}" for x in parts)
 
 
@@ -638,7 +640,7 @@ def combine(report: dict[str, Any], path: Path) -> dict[str, Any]:
     another process into its own folder (e.g. the samplers of one problem in parallel). A run already in
     ``report`` (same problem, sampler, seed) stays; another protocol or learning rate is refused."""
     other = json.loads(path.read_text())
-    if other.get("protocol") != report.get("protocol") or other.get("lr") != report.get("lr"):
+    if not same_protocol(other.get("protocol"), report["protocol"]) or other.get("lr") != report.get("lr"):
         raise SystemExit(f"--combine: {path} was measured under another protocol or lr "
                          f"({other.get('protocol')}, lr {other.get('lr')}); use --merge or --attach for those")
     have = {(r["problem"], r["sampler"], r["seed"]) for r in report["runs"]}
@@ -647,6 +649,13 @@ def combine(report: dict[str, Any], path: Path) -> dict[str, Any]:
     report.setdefault("combined", []).append({"source": str(path), "date": other["date"],
                                               "command": other["command"], "machine": other["machine"]})
     return report
+
+
+def same_protocol(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
+    """Whether runs measured under protocol ``a`` belong to ``b``: equal but for the number of seeds (a run
+    depends on its own seed only, so ``--seeds 3`` resumes a ``--seeds 1`` run of seed 0)."""
+    return a is not None and {k: v for k, v in a.items() if k != "seeds"} == {k: v for k, v in b.items()
+                                                                               if k != "seeds"}
 
 
 def merged_problems(report: dict[str, Any]) -> set[str]:
@@ -673,6 +682,8 @@ def protocol_from(args: argparse.Namespace) -> dict[str, Any]:
         p["weight_power"] = args.weight_power
     if args.memory:
         p["memory"] = args.memory
+    if args.features != "none":
+        p["features"] = args.features
     return p
 
 
@@ -690,6 +701,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weight-power", type=float, default=1.0, help="AAS's loss weights (1/q)^p (1: unbiased)")
     parser.add_argument("--memory", type=float, default=0.0, help="AAS: share of each stage's points from the "
                         "earlier stages' flows (sampler.memory_share); 0: none")
+    parser.add_argument("--features", choices=["none", "quadratic"], default="none", help="the network's input "
+                        "features for every sampler (network.features): quadratic feeds [x, x*x]; none: x")
     parser.add_argument("--redraw", type=int, default=0, help="fresh points from the stage's distribution every "
                         "this many Adam steps (uniform, DAS-R, AAS; RAR and RAD keep their points); 0: none")
     parser.add_argument("--lbfgs", type=int, default=None, help="L-BFGS finish: at most this many DeepXDE L-BFGS "
@@ -769,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
     old = args.out / "pinn_sampling.json"
     if args.resume and old.exists():
         previous = json.loads(old.read_text())
-        if previous.get("protocol") == p and previous.get("lr") == args.lr:
+        if same_protocol(previous.get("protocol"), p) and previous.get("lr") == args.lr:
             other = merged_problems(previous)           # runs of another protocol: kept, but not done here
             report["runs"] = [r for r in previous["runs"] if r["problem"] not in other or r["problem"]
                               not in args.problems]

@@ -12,12 +12,13 @@ from neuralpde.errors import CaseError, MeshError, SolverError
 from neuralpde.meshes.domains import Hypercube, MeshFile, Polygon, Rectangle
 from neuralpde.pde import BoundaryCondition, Poisson, Problem
 from neuralpde.solvers.method import RunContext
-from neuralpde.solvers.pinn import PINNConfig, deepxde
+from neuralpde.solvers.pinn import NetworkConfig, PINNConfig, deepxde
 from neuralpde.solvers.pinn_bridge import (
     boundary_lift,
     boundary_points,
     boundary_samples,
     build_model,
+    build_net,
     geometry_for,
     region_for,
     sampler_for,
@@ -291,12 +292,34 @@ def test_hard_bc_lift_reads_the_data_only_on_the_boundary():
     assert abs(float(lift[2]) - 1.0) < 1e-6      # by symmetry the four faces' 1 +- y, 1 +- x average to 1
 
 
-def _small_pinn_case(tmp_path, exact, boundary, *, boundary_points=60, steps=200, output=""):
+def test_quadratic_features_feed_x_and_its_square():
+    """``network.features: quadratic``: the first layer sees [x, x*x]; with its weights on x zeroed the net is even
+    in every coordinate, and the PINN's residual (second derivatives) goes through the map."""
+    torch.manual_seed(0)
+    net = build_net(3, NetworkConfig(layers=[8, 8], features="quadratic"))
+    first = net.linears[0]
+    assert first.in_features == 6 and build_net(3, NetworkConfig(layers=[8])).linears[0].in_features == 3
+    with torch.no_grad():
+        first.weight[:, :3] = 0
+    x = torch.tensor([[0.3, -0.5, 0.9], [-0.1, 0.2, 0.0]])
+    flips = torch.tensor([[-1.0, 1.0, 1.0], [1.0, -1.0, -1.0]])
+    assert torch.allclose(net(x), net(x * flips), atol=1e-7)
+    assert not torch.allclose(net(x), net(x + 0.1), atol=1e-4)
+    # d/dx_0 of the output at x_0 = 0 vanishes for an even function: the gradient goes through x*x
+    x0 = torch.tensor([[0.0, 0.4, -0.2]], requires_grad=True)
+    (g,) = torch.autograd.grad(net(x0).sum(), x0, create_graph=True)
+    (h,) = torch.autograd.grad(g[0, 1], x0)
+    assert abs(g[0, 0].item()) < 1e-7 and h.abs().sum().item() > 0
+    with pytest.raises(Exception, match="features"):
+        _config(**{"network.features": "cubic"})
+
+
+def _small_pinn_case(tmp_path, exact, boundary, *, boundary_points=60, steps=200, output="", network=""):
     """A 16x16 RAD PINN for -laplace u = 2 on [-1, 1]^2 (3 stages of ``steps``), run end to end: its metrics."""
     case = npde.load_case_text(
         "name: small\npde: {type: poisson, source: 2}\ndomain: {type: rectangle, bounds: [[-1, 1], [-1, 1]]}\n"
         f"exact: '{exact}'\nboundary:\n{boundary}reference: {{cells: [8, 8]}}\n"
-        "method: {type: pinn, network: {layers: [16, 16]}, eval_points: 2000,\n"
+        f"method: {{type: pinn, network: {{layers: [16, 16]{network}}}, eval_points: 2000,\n"
         f"  sampler: {{type: rad, points: 150, stages: 3, boundary_points: {boundary_points}, candidates: 1000}},\n"
         f"  train: {{adam_steps: {steps}, lr: 0.005, display_every: 50}}}}\n{output}seed: 1\n")
     return npde.run(case, out=tmp_path, progress=False).metrics["method"]
@@ -310,6 +333,13 @@ def test_pinn_solves_a_smooth_problem_end_to_end(tmp_path):
     assert m["vs_reference"]["rel_l2"] < 0.08 and m["mc_vs_exact"]["rel_l2"] < 0.08
     assert m["collocation_points"] == [150, 150, 150]
     assert (tmp_path / "samples.png").stat().st_size > 1000 and (tmp_path / "error.png").exists()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_pinn_with_quadratic_features_solves_the_smooth_problem(tmp_path):
+    """The same problem with ``network.features: quadratic`` (u = 1 - x^2 is linear in the features)."""
+    m = _small_pinn_case(tmp_path, "1 - x**2", "  - {where: all, dirichlet: exact}\n", network=", features: quadratic")
+    assert m["vs_reference"]["rel_l2"] < 0.08 and m["mc_vs_exact"]["rel_l2"] < 0.08
 
 
 def test_boundary_normals_point_outward_on_boxes_polygons_and_hypercubes():

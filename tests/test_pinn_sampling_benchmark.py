@@ -52,7 +52,8 @@ def test_highdim_error_is_zero_for_the_exact_solution_and_one_for_zero(bench):
 
 def args(**kw):
     base = {"quick": False, "seeds": None, "steps": None, "points": None, "soft_bc": False, "lbfgs": None,
-            "lbfgs_float32": False, "redraw": 0, "weight_power": 1.0, "memory": 0.0}
+            "lbfgs_float32": False, "redraw": 0, "weight_power": 1.0, "memory": 0.0,
+            "features": "none"}
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -65,6 +66,13 @@ def test_protocol_keys_appear_only_when_used_so_earlier_results_stay_resumable(b
     memory = bench.protocol_from(args(memory=0.3))
     assert memory["memory"] == 0.3 and bench.config("aas", memory, 1e-3).sampler.memory_share == 0.3
     assert bench.config("uniform", memory, 1e-3).sampler.memory_share == 0.0
+    quad = bench.protocol_from(args(features="quadratic"))
+    assert quad["features"] == "quadratic" and "features" not in plain
+    assert {bench.config(s, quad, 1e-3).network.features for s in bench.SAMPLERS} == {"quadratic"}
+    assert "[x, x*x]" in bench.protocol_line(quad, 1e-3, [0])
+    # the seed count aside (a run depends on its own seed): --seeds 3 resumes what --seeds 1 measured
+    assert bench.same_protocol({**quad, "seeds": 1}, {**quad, "seeds": 3})
+    assert not bench.same_protocol(plain, quad) and not bench.same_protocol(None, quad)
 
 
 def test_a_tiny_highdim_run_reports_every_field_with_finite_errors(bench):

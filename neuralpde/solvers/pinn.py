@@ -26,11 +26,19 @@ log = logging.getLogger("neuralpde")
 
 
 class NetworkConfig(Strict):
-    """Fully connected network: hidden ``layers`` widths and the activation (DeepXDE names)."""
+    """Fully connected network: hidden ``layers`` widths, the activation (DeepXDE names) and input ``features``.
+
+    ``features: quadratic`` feeds ``[x, x*x]`` (2 d inputs) instead of ``x``: a Gaussian bump
+    ``exp(-k |x - c|^2)`` (any centre, axis-aligned widths) is then a function of one linear combination of
+    the inputs, which a tanh net builds with one neuron per layer instead of cancelling ridge functions over the
+    whole domain (in 10D the plain 6x32 net fits ``exp(-10 |x|^2)`` by regression to 0.74 after 10 000 Adam
+    steps, the quadratic one to ~0.2 after 3000; docs/pinn.md).
+    """
 
     layers: list[int] = Field([32] * 6, min_length=1)
     activation: Literal["tanh", "sin", "silu", "gelu", "sigmoid", "relu"] = "tanh"
     initializer: Literal["Glorot uniform", "Glorot normal", "He normal"] = "Glorot uniform"
+    features: Literal["none", "quadratic"] = "none"
 
 
 class FlowConfig(Strict):

@@ -495,6 +495,21 @@ def _callbacks(dde: Any, sampler: Sampler, problem: Any, config: PINNConfig, ctx
     return [Stages(), Guard()]
 
 
+def quadratic_features(x: Any) -> Any:
+    """``[x, x*x]``: the input features of ``network.features: quadratic`` (see :class:`.pinn.NetworkConfig`)."""
+    return torch.cat([x, x * x], dim=1)
+
+
+def build_net(dim: int, network: Any) -> Any:
+    """DeepXDE's ``FNN`` for ``network`` (:class:`.pinn.NetworkConfig`) on ``dim`` inputs, with its feature map."""
+    dde = deepxde()
+    if network.features == "quadratic":
+        net = dde.nn.FNN([2 * dim, *network.layers, 1], network.activation, network.initializer)
+        net.apply_feature_transform(quadratic_features)
+        return net
+    return dde.nn.FNN([dim, *network.layers, 1], network.activation, network.initializer)
+
+
 def build_model(problem: Any, config: PINNConfig, region: Region, sampler: Sampler, seed: int) -> Any:
     """The DeepXDE model: ``data.PDE`` with the sampler's first points as anchors and ``PointSetBC``s."""
     dde = deepxde()
@@ -517,8 +532,7 @@ def build_model(problem: Any, config: PINNConfig, region: Region, sampler: Sampl
     pde = residual_function(problem, weights=aux)
     data = dde.data.PDE(geom, pde, bcs, num_domain=0, num_boundary=0, anchors=x0, auxiliary_var_function=aux)
     torch.manual_seed(seed)
-    net = dde.nn.FNN([region.dim, *config.network.layers, 1], config.network.activation,
-                     config.network.initializer)
+    net = build_net(region.dim, config.network)
     if config.hard_bc:
         net.apply_output_transform(_hard_bc_transform(problem))
     return dde.Model(data, net)
@@ -657,6 +671,7 @@ def _save(state: dict | None, name: str, step: int, loss: float, config: PINNCon
     path = ctx.checkpoint_dir / name
     save_checkpoint(path, kind="pinn", config={"dim": region.dim, "layers": config.network.layers,
                                                "activation": config.network.activation,
+                                               "features": config.network.features,
                                                "hard_bc": config.hard_bc},
                     state={"net": state}, step=int(step), loss=float(loss))
     return path
@@ -697,4 +712,4 @@ def _result(problem: Any, reference: Any, config: PINNConfig, ctx: RunContext, n
     return MethodResult(field=field, metrics=metrics, files=files)
 
 
-__all__ = ["boundary_points", "build_model", "geometry_for", "region_for", "train_pinn"]
+__all__ = ["boundary_points", "build_model", "build_net", "geometry_for", "region_for", "train_pinn"]
