@@ -666,8 +666,10 @@ def combine(report: dict[str, Any], path: Path) -> dict[str, Any]:
 def same_protocol(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
     """Whether runs measured under protocol ``a`` belong to ``b``: equal but for the number of seeds (a run
     depends on its own seed only, so ``--seeds 3`` resumes a ``--seeds 1`` run of seed 0)."""
-    return a is not None and {k: v for k, v in a.items() if k != "seeds"} == {k: v for k, v in b.items()
-                                                                               if k != "seeds"}
+    def settings(p: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in p.items() if k != "seeds"}
+
+    return a is not None and settings(a) == settings(b)
 
 
 def merged_problems(report: dict[str, Any]) -> set[str]:

@@ -32,7 +32,7 @@ class NetworkConfig(Strict):
     ``exp(-k |x - c|^2)`` (any centre, axis-aligned widths) is then a function of one linear combination of
     the inputs, which a tanh net builds with one neuron per layer instead of cancelling ridge functions over the
     whole domain (in 10D the plain 6x32 net fits ``exp(-10 |x|^2)`` by regression to 0.74 after 10 000 Adam
-    steps, the quadratic one to ~0.2 after 3000; docs/pinn.md).
+    steps, the quadratic one to 0.098; docs/results/pinn_sampling/highdim_quad).
     """
 
     layers: list[int] = Field([32] * 6, min_length=1)

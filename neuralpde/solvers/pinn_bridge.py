@@ -19,7 +19,7 @@ import torch
 from ..errors import CaseError, NeuralPDEError, SolverError
 from ..meshes.domains import Box, Hypercube, Interval, MeshFile, Polygon, Rectangle
 from .method import MethodResult, RunContext
-from .pinn import PINNConfig, deepxde
+from .pinn import NetworkConfig, PINNConfig, deepxde
 from .sampling import Region, Sampler, make_sampler
 
 log = logging.getLogger("neuralpde")
@@ -500,14 +500,14 @@ def quadratic_features(x: Any) -> Any:
     return torch.cat([x, x * x], dim=1)
 
 
-def build_net(dim: int, network: Any) -> Any:
-    """DeepXDE's ``FNN`` for ``network`` (:class:`.pinn.NetworkConfig`) on ``dim`` inputs, with its feature map."""
-    dde = deepxde()
-    if network.features == "quadratic":
-        net = dde.nn.FNN([2 * dim, *network.layers, 1], network.activation, network.initializer)
+def build_net(dim: int, network: NetworkConfig) -> Any:
+    """DeepXDE's ``FNN`` for ``network`` on ``dim`` inputs, with its feature map."""
+    quadratic = network.features == "quadratic"
+    net = deepxde().nn.FNN([2 * dim if quadratic else dim, *network.layers, 1], network.activation,
+                           network.initializer)
+    if quadratic:
         net.apply_feature_transform(quadratic_features)
-        return net
-    return dde.nn.FNN([dim, *network.layers, 1], network.activation, network.initializer)
+    return net
 
 
 def build_model(problem: Any, config: PINNConfig, region: Region, sampler: Sampler, seed: int) -> Any:
