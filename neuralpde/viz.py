@@ -51,11 +51,13 @@ def _grid(n: int, size: float = 3.6) -> tuple[Any, Any]:
 
 
 def image_panels(arrays: dict[str, np.ndarray], path: str | Path, *, title: str = "", cmap: str = "viridis",
-                 extent: Any = None) -> Path:
-    """One panel per 2D array (``[i, j]`` = row i, drawn with the origin at the lower left)."""
+                 extent: Any = None, vrange: tuple[float, float] | None = None) -> Path:
+    """One panel per 2D array (``[i, j]`` = row i, drawn with the origin at the lower left); ``vrange`` = one
+    colour range ``(vmin, vmax)`` for every panel (e.g. a truth and its reconstructions), default: each its own."""
     fig, axes = _grid(len(arrays))
+    vmin, vmax = (None, None) if vrange is None else vrange
     for ax, (name, arr) in zip(axes, arrays.items(), strict=False):
-        im = ax.imshow(np.asarray(arr), origin="lower", cmap=cmap, extent=extent)
+        im = ax.imshow(np.asarray(arr), origin="lower", cmap=cmap, extent=extent, vmin=vmin, vmax=vmax)
         ax.set_title(name)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     if title:
