@@ -45,7 +45,7 @@ Protocol (all seeded; fields made by the package, 32 x 32 two-phase "Darcy-like"
 
 Usage::
 
-    python benchmarks/lpn.py            # ~100 CPU minutes for training 16 priors (resumable), ~10 for the rest
+    python benchmarks/lpn.py            # ~100 CPU minutes for training 16 priors (resumable), ~20 for the rest
     python benchmarks/lpn.py --quick    # a few minutes, 16 x 16, 1500 training steps
 """
 
