@@ -20,12 +20,15 @@ def _scrambled(net, seed=0):
     return net
 
 
-@pytest.fixture(params=["dense", "conv"])
+@pytest.fixture(params=["dense", "conv", "conv-dense-readout", "conv-position-bias"])
 def net(request):
     torch.manual_seed(0)
     if request.param == "dense":
         return _scrambled(LPNDense(dim=3, hidden=16, layers=3, beta=5.0, alpha=0.05).double())
-    return _scrambled(LPNConv(channels=1, hidden=6, strides=(2, 1), beta=5.0, alpha=0.05, size=[6, 6]).double())
+    readout = "dense" if request.param == "conv-dense-readout" else "sum"
+    return _scrambled(LPNConv(channels=1, hidden=6, strides=(2, 1), beta=5.0, alpha=0.05, size=[6, 6],
+                              readout=readout, dense=8,
+                              position_bias=request.param == "conv-position-bias").double())
 
 
 def _sample(net, batch, gen):
@@ -231,3 +234,42 @@ def test_old_checkpoints_keep_the_mean_readout():
     assert build_lpn(old).readout == "mean" and LPNConv(hidden=4, strides=(2,)).readout == "sum"
     with pytest.raises(SolverError, match="read-out"):
         LPNConv(readout="max")
+
+
+def test_position_bias_makes_psi_position_aware():
+    """Without it a conv LPN (sum read-out) treats a shifted pattern alike away from the edges; with a learned bias
+    per position (still convex: the bias is constant in x) it can tell where the pattern is."""
+    gen = torch.Generator().manual_seed(7)
+    x = torch.zeros(2, 1, 12, 12, dtype=torch.float64)
+    x[0, 0, 4, 4] = x[1, 0, 6, 6] = 1.0                 # the same spike, shifted by an even number of pixels
+    for position_bias in (False, True):
+        torch.manual_seed(0)
+        net = _scrambled(LPNConv(hidden=4, strides=(2, 1), size=[12, 12], position_bias=position_bias).double())
+        if position_bias:
+            assert [tuple(p.shape) for p in net.pos] == [(4, 12, 12), (4, 6, 6), (4, 6, 6)]
+            with torch.no_grad():
+                for p in net.pos:
+                    p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype))
+        with torch.no_grad():
+            psi = net.psi(x)
+        assert (abs(float(psi[0] - psi[1])) > 1e-3) == position_bias
+    again = build_lpn(net.config())
+    assert again.config() == net.config() and again.position_bias
+    assert "position_bias" not in LPNConv(hidden=4, strides=(2,), size=[8, 8]).config()   # old configs unchanged
+    with pytest.raises(SolverError, match="built for 12 x 12 images"):
+        net(torch.zeros(1, 1, 8, 8, dtype=torch.float64))
+    with pytest.raises(SolverError, match="needs the image size"):
+        LPNConv(position_bias=True)
+
+
+def test_dense_readout_is_tied_to_its_resolution():
+    """The paper's MNIST read-out (flattened features, position-aware) needs the size and refuses another one."""
+    net = LPNConv(hidden=4, strides=(2, 2), size=[8, 12], readout="dense", dense=5)
+    assert net.dense_in.in_features == 4 * 2 * 3 and net.dense_skip.in_features == 2 * 3
+    again = build_lpn(net.config())
+    assert again.config() == net.config() and again.config()["dense"] == 5
+    assert net(torch.zeros(2, 1, 8, 12)).shape == (2, 1, 8, 12)
+    with pytest.raises(SolverError, match="built for 8 x 12 images"):
+        net(torch.zeros(1, 1, 16, 16))
+    with pytest.raises(SolverError, match="needs the image size"):
+        LPNConv(readout="dense")

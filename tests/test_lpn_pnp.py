@@ -146,7 +146,7 @@ def test_heat_case_method_scores_a_truth_that_satisfies_the_boundary_condition()
     problem = Problem(Heat(k=1, source=0, initial="sin(pi*x)*sin(pi*y)", t_end=0.002), Rectangle(),
                       [BoundaryCondition("all", "dirichlet", 0)])
     cfg = LPNMethodConfig.model_validate({
-        "type": "lpn", "task": "heat_inverse", "network": {"hidden": 4, "strides": [2]},
+        "type": "lpn", "task": "heat_inverse", "network": {"hidden": 4, "strides": [2], "position_bias": True},
         "train": {"steps": 4, "batch": 2}, "data": {"grid": N}, "pnp": {"iters": 5, "baseline_iters": 10}})
     result = run_inverse(cfg, problem, RunContext())
     m = result.metrics
@@ -171,9 +171,10 @@ def test_the_case_prior_is_trained_on_the_heat_truths_distribution(monkeypatch):
     monkeypatch.setattr(lpn_training, "train_lpn", lambda net, sampler, **kw: seen.setdefault("sampler", sampler))
     free = _heat(steps=2, observe=0.5).free
     cfg = LPNMethodConfig.model_validate({"type": "lpn", "task": "heat_inverse", "data": {"grid": N},
-                                          "network": {"hidden": 4, "strides": [2]}})
+                                          "network": {"hidden": 4, "strides": [2], "position_bias": True}})
     for mask, ring_max in ((free, 0.0), (None, 1.0)):
-        field_lpn(cfg, RunContext(device="cpu", seed=0), free=mask)
+        net = field_lpn(cfg, RunContext(device="cpu", seed=0), free=mask)
+        assert net.position_bias and tuple(net.pos[0].shape) == (4, N, N)      # the case's setting reaches the net
         draws = seen.pop("sampler")(8, torch.Generator().manual_seed(0)).reshape(8, -1)
         assert float(draws[:, ~free].abs().max()) == ring_max
         assert float(draws[:, free].max()) == 1.0

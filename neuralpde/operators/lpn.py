@@ -211,6 +211,16 @@ class LPNConv(LPN):
     spatial *mean* the non-negative output weights have to become (number of positions) times larger, which
     Adam needs thousands of extra steps for (issue 8: 600 steps left the denoiser worse than the noisy input).
     ``readout="mean"`` keeps the old behaviour (and is what checkpoints without the key were trained with).
+    ``readout="dense"`` is the paper's MNIST read-out itself, which knows *where* a feature is (a boundary, say):
+    the last feature map flattened into a non-negative ``Linear(hidden * h * w -> dense)``, plus an unconstrained
+    ``Linear(h * w * channels -> dense)`` on ``x`` resized to ``h x w``, softplus, then the non-negative
+    ``Linear(dense -> 1)``; it needs ``size``.
+
+    ``position_bias=True`` adds a learned bias per channel and position to the first layer and to every skip
+    (``z_{k+1} = s(W_k z_k + R_k x_k + b_k(p))``). A bias is constant in ``x``, so ``psi`` stays convex and ``f`` an
+    exact prox; the convolutions stay shared, but the network can tell where it is. It is for field distributions
+    that are not translation invariant, e.g. fields that vanish on a Dirichlet boundary ring (issue 8: on the heat
+    inverse problem it took PnP-LPN from +1.14 to +2.13 dB over TV on the validation fields). It needs ``size``.
 
     Args:
         channels: input channels.
@@ -220,27 +230,51 @@ class LPNConv(LPN):
         alpha: weight of the strongly convex term.
         size: the image size ``[H, W]`` the network is trained for (stored in checkpoints).
         convex: clamp the constrained weights (``False``: the unconstrained ablation).
-        readout: ``"sum"`` (default) or ``"mean"`` over the last layer's positions.
+        readout: ``"sum"`` (default) or ``"mean"`` over the last layer's positions, or ``"dense"``.
+        dense: width of the dense read-out's hidden layer (the paper's 64; only with ``readout="dense"``).
+        position_bias: a learned bias per channel and position in every layer (see above).
     """
 
     kind = "lpn_conv"
 
     def __init__(self, channels: int = 1, hidden: int = 32, strides: tuple[int, ...] | list[int] = (2, 1, 2),
                  beta: float = 10.0, alpha: float = 0.01, size: tuple[int, int] | list[int] | None = None,
-                 convex: bool = True, readout: str = "sum"):
+                 convex: bool = True, readout: str = "sum", dense: int = 64,
+                 position_bias: bool = False):
         super().__init__(beta, alpha, convex)
-        if readout not in ("sum", "mean"):
-            raise SolverError(f"unknown read-out {readout!r}", field="method.network", fix="use sum or mean")
-        self.readout = readout
+        if readout not in ("sum", "mean", "dense"):
+            raise SolverError(f"unknown read-out {readout!r}", field="method.network", fix="use sum, mean or dense")
+        if (readout == "dense" or position_bias) and size is None:
+            what = "the dense read-out" if readout == "dense" else "a bias per position"
+            raise SolverError(f"{what} needs the image size", field="method.network.size",
+                              fix="give size: [H, W] (the training resolution)")
+        self.readout, self.dense, self.position_bias = readout, int(dense), bool(position_bias)
         self.channels, self.hidden, self.strides = channels, hidden, [int(s) for s in strides]
         self.size = None if size is None else [int(s) for s in size]
         self.first = nn.Conv2d(channels, hidden, 3, padding=1)
         self.convs = nn.ModuleList(nn.Conv2d(hidden, hidden, 3, stride=s, padding=1, bias=False)
                                    for s in self.strides)
         self.skips = nn.ModuleList(nn.Conv2d(channels, hidden, 3, padding=1) for _ in self.strides)
-        self.out = nn.Linear(hidden, 1, bias=False)
         self.out_skip = nn.Linear(channels, 1)
-        self._constrained = [*self.convs, self.out]
+        if self.position_bias:
+            shapes, (h, w) = [], self.size
+            shapes.append((h, w))
+            for s in self.strides:
+                h, w = (h - 1) // s + 1, (w - 1) // s + 1
+                shapes.append((h, w))
+            self.pos = nn.ParameterList(nn.Parameter(torch.zeros(hidden, *hw)) for hw in shapes)
+        if readout == "dense":
+            h, w = self.size
+            for s in self.strides:              # 3x3 convs with padding 1
+                h, w = (h - 1) // s + 1, (w - 1) // s + 1
+            self._last = (h, w)
+            self.dense_in = nn.Linear(hidden * h * w, self.dense, bias=False)
+            self.dense_skip = nn.Linear(channels * h * w, self.dense)
+            self.out = nn.Linear(self.dense, 1, bias=False)
+            self._constrained = [*self.convs, self.dense_in, self.out]
+        else:
+            self.out = nn.Linear(hidden, 1, bias=False)
+            self._constrained = [*self.convs, self.out]
         for w in self.constrained_weights():
             _constrained_init(w)
 
@@ -248,18 +282,28 @@ class LPNConv(LPN):
         if x.ndim != 4 or x.shape[1] != self.channels:
             raise SolverError(f"expected images (batch, {self.channels}, H, W), got shape {tuple(x.shape)}",
                               field="method", fix="reshape the field to (batch, channels, H, W)")
-        z = self.act(self.first(x))
-        for conv, skip in zip(self.convs, self.skips, strict=True):
+        if (self.readout == "dense" or self.position_bias) and list(x.shape[-2:]) != self.size:
+            raise SolverError(f"this network was built for {self.size[0]} x {self.size[1]} images, got "
+                              f"{x.shape[-2]} x {x.shape[-1]}", field="method.network.size",
+                              fix="use a network trained at this resolution")
+        pos = list(self.pos) if self.position_bias else [0.0] * (len(self.convs) + 1)
+        z = self.act(self.first(x) + pos[0])
+        for conv, skip, p in zip(self.convs, self.skips, pos[1:], strict=True):
             z_lin = conv(z)
             x_small = F.interpolate(x, size=z_lin.shape[-2:], mode="bilinear", align_corners=False)
-            z = self.act(z_lin + skip(x_small))
+            z = self.act(z_lin + skip(x_small) + p)
+        if self.readout == "dense":
+            x_small = F.interpolate(x, size=self._last, mode="bilinear", align_corners=False)
+            h = self.act(self.dense_in(z.flatten(1)) + self.dense_skip(x_small.flatten(1)))
+            return (self.out(h) + self.out_skip(x.mean(dim=(2, 3)))).squeeze(1) + self.quadratic(x)
         pooled = z.sum(dim=(2, 3)) if self.readout == "sum" else z.mean(dim=(2, 3))
         return (self.out(pooled) + self.out_skip(x.mean(dim=(2, 3)))).squeeze(1) + self.quadratic(x)
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "channels": self.channels, "hidden": self.hidden, "strides": self.strides,
                 "beta": self.beta, "alpha": self.alpha, "size": self.size, "convex": self.convex,
-                "readout": self.readout}
+                "readout": self.readout, **({"dense": self.dense} if self.readout == "dense" else {}),
+                **({"position_bias": True} if self.position_bias else {})}
 
 
 _KINDS: dict[str, type[LPN]] = {LPNDense.kind: LPNDense, LPNConv.kind: LPNConv}

@@ -256,13 +256,16 @@ def observation_image(inverse: HeatInverse, y: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------ the `lpn` case method
 class NetworkConfig(Strict):
     """The ICNN: ``hidden`` width/channels, ``layers`` (dense, 1D toy) or ``strides`` (conv), softplus ``beta``,
-    ``alpha`` (default 0 for the 1D toy as in the paper, 0.01 for fields)."""
+    ``alpha`` (default 0 for the 1D toy as in the paper, 0.01 for fields), and for fields ``position_bias``: a
+    learned bias per position in every layer (still convex), for truths that are not translation invariant, such
+    as the heat problem's (0 on the Dirichlet ring)."""
 
     hidden: int = Field(32, ge=1)
     layers: int = Field(4, ge=1)
     strides: list[int] = [2, 1, 2]
     beta: float = Field(10.0, gt=0)
     alpha: float | None = Field(None, ge=0)
+    position_bias: bool = False
 
 
 class TrainConfig(Strict):
@@ -369,7 +372,8 @@ def field_lpn(cfg: LPNMethodConfig, ctx: RunContext, convex: bool = True, free: 
     if cfg.train.checkpoint:
         return load_lpn(cfg.train.checkpoint, expect={"size": [n, n], "convex": convex})
     net = LPNConv(hidden=cfg.network.hidden, strides=cfg.network.strides, beta=cfg.network.beta,
-                  alpha=0.01 if cfg.network.alpha is None else cfg.network.alpha, size=[n, n], convex=convex)
+                  alpha=0.01 if cfg.network.alpha is None else cfg.network.alpha, size=[n, n], convex=convex,
+                  position_bias=cfg.network.position_bias)
     folder = None if ctx.checkpoint_dir is None else ctx.checkpoint_dir / ("lpn" if convex else "unconstrained")
     train_lpn(net, field_sampler(cfg.data.field, n, cfg.data.length, free=free), sigma=cfg.train.sigma,
               batch=cfg.train.batch, stages=field_schedule(cfg.train, n * n), seed=ctx.seed, progress=ctx.progress,
