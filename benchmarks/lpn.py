@@ -5,7 +5,10 @@ Protocol (all seeded; fields made by the package, 32 x 32 two-phase "Darcy-like"
 
 * priors: LPNs (convex, the paper's ICNN reduced: strides 2-1-2, beta 10, alpha 0.01, sum read-out; deblurring
   32 channels (``--hidden``; 16 before issue 8's second round), heat 64 (``--heat-hidden``, the paper's MNIST
-  width; 32 before issue 8's fourth round)) and the same network without the weight clamp ("unconstrained"),
+  width; 32 before issue 8's fourth round), and for heat a learned bias per position in every layer
+  (``--heat-position-bias``, the default since issue 8's sixth round: heat's truths vanish on the Dirichlet ring, so
+  their distribution is not translation invariant; the bias is constant in x, so psi stays convex)) and the same
+  network without the weight clamp ("unconstrained"),
   trained as denoisers on the distribution of their problem's truths (heat: the fields set to 0 on the Dirichlet
   ring, ``HeatInverse.free``; deblurring: the plain fields) at each noise level sigma_train in ``SIGMAS``
   (0.05, 0.1, 0.2, 0.4) with the paper's schedule scaled down (8000 steps at batch 16: half L1 at lr 1e-3, then
@@ -100,43 +103,49 @@ MAIN = ("lpn", "unconstrained", "tikhonov", "tv")
 
 
 def ckpt_folder(ckpt: Path, name: str, sigma: float, steps: int, batch: int, hidden: int = 16,
-                ring0: bool = False) -> Path:
+                ring0: bool = False, position_bias: bool = False) -> Path:
     """Where a prior's checkpoints live (sigma 0.1 and 16 channels keep the folder names of the earlier runs)."""
-    tag = ("" if sigma == 0.1 else f"_s{sigma:g}") + ("" if hidden == 16 else f"_h{hidden}") + ("_ring0" * ring0)
+    tag = (("" if sigma == 0.1 else f"_s{sigma:g}") + ("" if hidden == 16 else f"_h{hidden}") + ("_ring0" * ring0)
+           + ("_pos" * position_bias))
     return ckpt / f"{name}{tag}_{steps}x{batch}"
 
 
 def train_prior(name: str, sigma: float, n: int, steps: int, batch: int, seed: int, ckpt: Path,
-                hidden: int, free: torch.Tensor | None = None) -> tuple[LPNConv, dict[str, Any]]:
+                hidden: int, free: torch.Tensor | None = None,
+                position_bias: bool = False) -> tuple[LPNConv, dict[str, Any]]:
     """One prior (``name`` = ``lpn`` or ``unconstrained``) trained as a denoiser at ``sigma`` (resumes) on the
     distribution of its problem's truths: the plain fields, or with ``free`` (heat: ``HeatInverse.free``) the fields
     set to 0 off it (the Dirichlet ring)."""
     torch.manual_seed(seed)
     cpu0 = time.process_time()
-    net = LPNConv(hidden=hidden, strides=STRIDES, beta=10.0, alpha=0.01, size=[n, n], convex=name == "lpn")
+    net = LPNConv(hidden=hidden, strides=STRIDES, beta=10.0, alpha=0.01, size=[n, n], convex=name == "lpn",
+                  position_bias=position_bias)
     t0 = time.perf_counter()
     ring0 = free is not None
     hist = train_lpn(net, field_sampler("piecewise", n, free=free), sigma=sigma, batch=batch,
                      stages=paper_schedule(steps, 0.08 * n), seed=seed, progress=Progress(),
-                     checkpoint_dir=ckpt_folder(ckpt, name, sigma, steps, batch, hidden, ring0),
+                     checkpoint_dir=ckpt_folder(ckpt, name, sigma, steps, batch, hidden, ring0, position_bias),
                      checkpoint_every=max(1, steps // 5),
                      description=f"{name} sigma {sigma:g}" + (" ring 0" if ring0 else ""))
     return net, {
         "train_s": time.perf_counter() - t0, "train_cpu_s": time.process_time() - cpu0, "steps": steps,
         "batch": batch, "sigma": sigma, "hidden": hidden, "resumed_from": hist["resumed_from"], "ring0": ring0,
+        "position_bias": position_bias,
         "params": sum(p.numel() for p in net.parameters()),
         "final_loss": hist["loss"][-1] if hist["loss"] else None,
         "min_constrained_weight": min(float(w.detach().min()) for w in net.constrained_weights())}
 
 
 def train_priors(n: int, steps: int, batch: int, seed: int, ckpt: Path, hidden: int = HIDDEN,
-                 free: torch.Tensor | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+                 free: torch.Tensor | None = None,
+                 position_bias: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """``{(name, sigma): net}`` for the LPN and its unconstrained twin at every training noise level."""
     nets, info = {}, {}
     for name in LEARNED:
         for sigma in SIGMAS:
             key = f"{name} sigma {sigma:g}" + (" ring 0" if free is not None else "")
-            nets[(name, sigma)], info[key] = train_prior(name, sigma, n, steps, batch, seed, ckpt, hidden, free)
+            nets[(name, sigma)], info[key] = train_prior(name, sigma, n, steps, batch, seed, ckpt, hidden, free,
+                                                         position_bias)
     return nets, info
 
 
@@ -244,7 +253,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         op, mismatch, free = make_problem(kind, n, seed)
         # each problem's priors learn the distribution of its truths: heat's vanish on the Dirichlet ring
         hidden = args.heat_hidden if kind == "heat" else args.hidden
-        knets, info = train_priors(n, args.steps, args.batch, seed, ckpt, hidden, free=free)
+        knets, info = train_priors(n, args.steps, args.batch, seed, ckpt, hidden, free=free,
+                                   position_bias=kind == "heat" and args.heat_position_bias)
         train_info.update({f"{kind}: {k}": v for k, v in info.items()})
         out["denoise"][kind] = {f"{s:g}": denoise_check(knets, n, s, free) for s in SIGMAS}
         if kind == "deblur":
@@ -391,7 +401,7 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
                        "validation_fields": args.val, "noise": NOISE, "sigmas_train": list(SIGMAS),
                        "lpn_factors": LPN_FACTORS, "lambdas": LAMBDAS, "rho": RHO, "iters": ITERS,
                        "baseline_rho": BASE_RHO, "baseline_iters": BASE_ITERS, "quick": args.quick,
-                       "learned_prior_start": args.start}
+                       "learned_prior_start": args.start, "heat_position_bias": args.heat_position_bias}
     res["machine"] = {"platform": platform.platform(), "python": platform.python_version(),
                       "torch": torch.__version__, "threads": args.threads,
                       "note": "2-core CPU shared with other jobs; times are indicative"}
@@ -405,7 +415,9 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
              f"{args.threads} thread), wall time {res['wall_s']:.0f} s. Protocol: see the docstring of "
              f"`benchmarks/lpn.py`; grid {args.grid}^2, {args.fields} test fields, weights tuned on {args.val} "
              f"validation fields (the same rule for every method), priors trained for {args.steps} steps (batch "
-             f"{args.batch}) at sigma {', '.join(f'{s:g}' for s in SIGMAS)}; Tikhonov and TV solved to convergence "
+             f"{args.batch}) at sigma {', '.join(f'{s:g}' for s in SIGMAS)}"
+             f"{' (heat: with a learned bias per position)' if args.heat_position_bias else ''}; Tikhonov and TV "
+             "solved to convergence "
              f"(rho {BASE_RHO:g}, {BASE_ITERS} iterations); PnP with a learned prior starts from {start}. "
              f"Re-run: `.venv/bin/python benchmarks/lpn.py{' --quick' if args.quick else ''}`.",
              "", "## PSNR (dB, peak 1) and relative L2, mean over the test fields", ""]
@@ -490,6 +502,7 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
         how = (f"resumed from its checkpoint at step {t['resumed_from']} (trained by an earlier run of this command)"
                if t["resumed_from"] else f"trained in {t['train_s']:.0f} s wall / {t['train_cpu_s']:.0f} s CPU, "
                f"final loss {t['final_loss']:.3g}")
+        what += ", a learned bias per position" if t.get("position_bias") else ""
         lines.append(f"- {k}: {t.get('hidden', 16)} channels, {t['params']} parameters, {t['steps']} steps{what}, "
                      f"{how}; "
                      "smallest constrained weight "
@@ -505,6 +518,9 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=HIDDEN, help="channels of the deblurring LPN and its "
                         "unconstrained twin")
     parser.add_argument("--heat-hidden", type=int, default=HEAT_HIDDEN, help="the same for the heat problem")
+    parser.add_argument("--heat-position-bias", action=argparse.BooleanOptionalAction, default=True,
+                        help="heat priors with a learned bias per position (LPNConv(position_bias=True)): the heat "
+                        "truths are not translation invariant (0 on the Dirichlet ring)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--fields", type=int, default=5)
     parser.add_argument("--val", type=int, default=16, help="validation fields the weights are tuned on")

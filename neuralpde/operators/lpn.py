@@ -256,18 +256,13 @@ class LPNConv(LPN):
                                    for s in self.strides)
         self.skips = nn.ModuleList(nn.Conv2d(channels, hidden, 3, padding=1) for _ in self.strides)
         self.out_skip = nn.Linear(channels, 1)
+        grids = [tuple(self.size or (0, 0))]        # each layer's grid: 3x3 convs with padding 1
+        for s in self.strides:
+            grids.append(((grids[-1][0] - 1) // s + 1, (grids[-1][1] - 1) // s + 1))
         if self.position_bias:
-            shapes, (h, w) = [], self.size
-            shapes.append((h, w))
-            for s in self.strides:
-                h, w = (h - 1) // s + 1, (w - 1) // s + 1
-                shapes.append((h, w))
-            self.pos = nn.ParameterList(nn.Parameter(torch.zeros(hidden, *hw)) for hw in shapes)
+            self.pos = nn.ParameterList(nn.Parameter(torch.zeros(hidden, *hw)) for hw in grids)
         if readout == "dense":
-            h, w = self.size
-            for s in self.strides:              # 3x3 convs with padding 1
-                h, w = (h - 1) // s + 1, (w - 1) // s + 1
-            self._last = (h, w)
+            self._last = h, w = grids[-1]
             self.dense_in = nn.Linear(hidden * h * w, self.dense, bias=False)
             self.dense_skip = nn.Linear(channels * h * w, self.dense)
             self.out = nn.Linear(self.dense, 1, bias=False)
