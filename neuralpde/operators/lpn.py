@@ -245,11 +245,11 @@ class LPNConv(LPN):
         super().__init__(beta, alpha, convex)
         if readout not in ("sum", "mean", "dense"):
             raise SolverError(f"unknown read-out {readout!r}", field="method.network", fix="use sum, mean or dense")
-        if (readout == "dense" or position_bias) and size is None:
+        self.readout, self.dense, self.position_bias = readout, int(dense), bool(position_bias)
+        if self.size_bound and size is None:
             what = "the dense read-out" if readout == "dense" else "a bias per position"
             raise SolverError(f"{what} needs the image size", field="method.network.size",
                               fix="give size: [H, W] (the training resolution)")
-        self.readout, self.dense, self.position_bias = readout, int(dense), bool(position_bias)
         self.channels, self.hidden, self.strides = channels, hidden, [int(s) for s in strides]
         self.size = None if size is None else [int(s) for s in size]
         self.first = nn.Conv2d(channels, hidden, 3, padding=1)
@@ -260,10 +260,11 @@ class LPNConv(LPN):
         grids = [tuple(self.size or (0, 0))]        # each layer's grid: 3x3 convs with padding 1
         for s in self.strides:
             grids.append(((grids[-1][0] - 1) // s + 1, (grids[-1][1] - 1) // s + 1))
+        self._last = grids[-1]
         if self.position_bias:
             self.pos = nn.ParameterList(nn.Parameter(torch.zeros(hidden, *hw)) for hw in grids)
         if readout == "dense":
-            self._last = h, w = grids[-1]
+            h, w = self._last
             self.dense_in = nn.Linear(hidden * h * w, self.dense, bias=False)
             self.dense_skip = nn.Linear(channels * h * w, self.dense)
             self.out = nn.Linear(self.dense, 1, bias=False)
@@ -278,7 +279,7 @@ class LPNConv(LPN):
         if x.ndim != 4 or x.shape[1] != self.channels:
             raise SolverError(f"expected images (batch, {self.channels}, H, W), got shape {tuple(x.shape)}",
                               field="method", fix="reshape the field to (batch, channels, H, W)")
-        if (self.readout == "dense" or self.position_bias) and list(x.shape[-2:]) != self.size:
+        if self.size_bound and list(x.shape[-2:]) != self.size:
             raise SolverError(f"this network was built for {self.size[0]} x {self.size[1]} images, got "
                               f"{x.shape[-2]} x {x.shape[-1]}", field="method.network.size",
                               fix="use a network trained at this resolution")
@@ -294,6 +295,11 @@ class LPNConv(LPN):
             return (self.out(h) + self.out_skip(x.mean(dim=(2, 3)))).squeeze(1) + self.quadratic(x)
         pooled = z.sum(dim=(2, 3)) if self.readout == "sum" else z.mean(dim=(2, 3))
         return (self.out(pooled) + self.out_skip(x.mean(dim=(2, 3)))).squeeze(1) + self.quadratic(x)
+
+    @property
+    def size_bound(self) -> bool:
+        """Whether the network only takes images of its ``size`` (the dense read-out, the position bias)."""
+        return self.readout == "dense" or self.position_bias
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "channels": self.channels, "hidden": self.hidden, "strides": self.strides,
