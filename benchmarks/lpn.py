@@ -59,6 +59,8 @@ import json
 import platform
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -74,7 +76,7 @@ from neuralpde.meshes.domains import Rectangle  # noqa: E402
 from neuralpde.operators.lpn import LPNConv  # noqa: E402
 from neuralpde.progress import Progress  # noqa: E402
 from neuralpde.solvers.inverse_problems import blur_operator, field_sampler, heat_operator  # noqa: E402
-from neuralpde.solvers.lpn_training import paper_schedule, train_lpn  # noqa: E402
+from neuralpde.solvers.lpn_training import load_lpn, paper_schedule, train_lpn  # noqa: E402
 from neuralpde.solvers.pnp import (  # noqa: E402
     DTYPE,
     LinearOperator,
@@ -96,10 +98,47 @@ HIDDEN = 32                           # issue 8: 16 -> 32 channels (7570 -> 2896
 HEAT_HIDDEN = 64                      # issue 8, fourth round: the paper's MNIST width (113218 parameters)
 STRIDES = (2, 1, 2)
 NOISE = {"heat": [0.005, 0.01, 0.02], "deblur": [0.02, 0.05, 0.1]}
+STAGES = (0.2, 0.4, 0.6, 0.8, 1.0)    # issue 8, seventh round: the checkpoint is tuned too (heat: L1 stage is better)
 LPN_FACTORS = [0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]
 LAMBDAS = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0]
 LEARNED = ("lpn", "unconstrained")
 MAIN = ("lpn", "unconstrained", "tikhonov", "tv")
+
+
+@dataclass(frozen=True)
+class PriorSettings:
+    """How one problem's learned priors are built and trained, and which of their checkpoints PnP may use.
+
+    ``stages``: the kept checkpoints the tuning chooses among, as fractions of ``steps`` (multiples of 1/5: a
+    checkpoint is kept every ``steps // 5`` steps; 1.0 is the end of the paper's schedule, 0.4 is inside its L1
+    stage). ``free``: heat's ``HeatInverse.free``; the priors then learn the fields set to 0 off it (the ring).
+    """
+
+    hidden: int
+    steps: int
+    batch: int
+    free: torch.Tensor | None = None
+    position_bias: bool = False
+    stages: tuple[float, ...] = (1.0,)
+
+    @property
+    def ring0(self) -> bool:
+        return self.free is not None
+
+    @property
+    def every(self) -> int:
+        return max(1, self.steps // 5)
+
+    def stage_steps(self) -> list[int]:
+        """The checkpoint steps of :attr:`stages` (each must be a kept checkpoint)."""
+        out = []
+        for frac in self.stages:
+            step = int(round(frac * self.steps))
+            if not 0 < step <= self.steps or (step % self.every and step != self.steps):
+                raise SystemExit(f"--stages: {frac:g} x {self.steps} steps = {step} is not a kept checkpoint "
+                                 f"(every {self.every} steps); use multiples of 0.2 up to 1")
+            out.append(step)
+        return sorted(set(out))
 
 
 def ckpt_folder(ckpt: Path, name: str, sigma: float, steps: int, batch: int, hidden: int = 16,
@@ -110,42 +149,41 @@ def ckpt_folder(ckpt: Path, name: str, sigma: float, steps: int, batch: int, hid
     return ckpt / f"{name}{tag}_{steps}x{batch}"
 
 
-def train_prior(name: str, sigma: float, n: int, steps: int, batch: int, seed: int, ckpt: Path,
-                hidden: int, free: torch.Tensor | None = None,
-                position_bias: bool = False) -> tuple[LPNConv, dict[str, Any]]:
+def train_prior(name: str, sigma: float, n: int, seed: int, ckpt: Path,
+                prior: PriorSettings) -> tuple[dict[int, LPNConv], dict[str, Any]]:
     """One prior (``name`` = ``lpn`` or ``unconstrained``) trained as a denoiser at ``sigma`` (resumes) on the
-    distribution of its problem's truths: the plain fields, or with ``free`` (heat: ``HeatInverse.free``) the fields
-    set to 0 off it (the Dirichlet ring)."""
+    distribution of its problem's truths (see :class:`PriorSettings`); ``{step: network}`` at each of its stages."""
     torch.manual_seed(seed)
     cpu0 = time.process_time()
-    net = LPNConv(hidden=hidden, strides=STRIDES, beta=10.0, alpha=0.01, size=[n, n], convex=name == "lpn",
-                  position_bias=position_bias)
+    net = LPNConv(hidden=prior.hidden, strides=STRIDES, beta=10.0, alpha=0.01, size=[n, n], convex=name == "lpn",
+                  position_bias=prior.position_bias)
     t0 = time.perf_counter()
-    ring0 = free is not None
-    hist = train_lpn(net, field_sampler("piecewise", n, free=free), sigma=sigma, batch=batch,
-                     stages=paper_schedule(steps, 0.08 * n), seed=seed, progress=Progress(),
-                     checkpoint_dir=ckpt_folder(ckpt, name, sigma, steps, batch, hidden, ring0, position_bias),
-                     checkpoint_every=max(1, steps // 5),
-                     description=f"{name} sigma {sigma:g}" + (" ring 0" if ring0 else ""))
-    return net, {
-        "train_s": time.perf_counter() - t0, "train_cpu_s": time.process_time() - cpu0, "steps": steps,
-        "batch": batch, "sigma": sigma, "hidden": hidden, "resumed_from": hist["resumed_from"], "ring0": ring0,
-        "position_bias": position_bias,
+    folder = ckpt_folder(ckpt, name, sigma, prior.steps, prior.batch, prior.hidden, prior.ring0, prior.position_bias)
+    hist = train_lpn(net, field_sampler("piecewise", n, free=prior.free), sigma=sigma, batch=prior.batch,
+                     stages=paper_schedule(prior.steps, 0.08 * n), seed=seed, progress=Progress(),
+                     checkpoint_dir=folder, checkpoint_every=prior.every,
+                     description=f"{name} sigma {sigma:g}" + (" ring 0" if prior.ring0 else ""))
+    expect = {"size": [n, n], "hidden": prior.hidden}
+    stages = {step: net if step == prior.steps else load_lpn(folder / f"lpn_{step:07d}.pt", expect=expect)
+              for step in prior.stage_steps()}
+    return stages, {
+        "train_s": time.perf_counter() - t0, "train_cpu_s": time.process_time() - cpu0, "steps": prior.steps,
+        "batch": prior.batch, "sigma": sigma, "hidden": prior.hidden, "resumed_from": hist["resumed_from"],
+        "ring0": prior.ring0, "position_bias": prior.position_bias, "stages": prior.stage_steps(),
         "params": sum(p.numel() for p in net.parameters()),
         "final_loss": hist["loss"][-1] if hist["loss"] else None,
         "min_constrained_weight": min(float(w.detach().min()) for w in net.constrained_weights())}
 
 
-def train_priors(n: int, steps: int, batch: int, seed: int, ckpt: Path, hidden: int = HIDDEN,
-                 free: torch.Tensor | None = None,
-                 position_bias: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``{(name, sigma): net}`` for the LPN and its unconstrained twin at every training noise level."""
+def train_priors(n: int, seed: int, ckpt: Path, prior: PriorSettings) -> tuple[dict[Any, Any], dict[str, Any]]:
+    """``{(name, sigma, step): net}`` for the LPN and its unconstrained twin at every training noise level and
+    stage."""
     nets, info = {}, {}
     for name in LEARNED:
         for sigma in SIGMAS:
-            key = f"{name} sigma {sigma:g}" + (" ring 0" if free is not None else "")
-            nets[(name, sigma)], info[key] = train_prior(name, sigma, n, steps, batch, seed, ckpt, hidden, free,
-                                                         position_bias)
+            key = f"{name} sigma {sigma:g}" + (" ring 0" if prior.ring0 else "")
+            stages, info[key] = train_prior(name, sigma, n, seed, ckpt, prior)
+            nets.update({(name, sigma, step): net for step, net in stages.items()})
     return nets, info
 
 
@@ -162,17 +200,19 @@ def make_problem(kind: str, n: int, seed: int) -> tuple[LinearOperator, float, t
     return LinearOperator.from_matrix(rows), check_adjoint(op), inverse.free
 
 
-def grid_of(name: str) -> list[Any]:
-    """The weights a method is tuned over: lambda for the baselines, (sigma_train, factor) for learned priors."""
+def grid_of(name: str, stages: list[int]) -> list[Any]:
+    """The weights a method is tuned over: lambda for the baselines, (sigma_train, stage, factor) for learned
+    priors (``stages``: their checkpoint steps)."""
     if name in LEARNED:
-        return [(s, f) for s in SIGMAS for f in LPN_FACTORS]
+        return [(s, k, f) for s in SIGMAS for k in stages for f in LPN_FACTORS]
     return list(LAMBDAS)
 
 
 def at_edge(name: str, weight: Any) -> bool:
-    """Whether a tuned weight sits on the edge of its grid (the data scale; sigma_train has only three values)."""
+    """Whether a tuned weight sits on the edge of its grid (the data scale; sigma_train and the stage are short
+    lists, reported as they are)."""
     if name in LEARNED:
-        return weight[1] in (LPN_FACTORS[0], LPN_FACTORS[-1])
+        return weight[-1] in (LPN_FACTORS[0], LPN_FACTORS[-1])
     return weight in (LAMBDAS[0], LAMBDAS[-1])
 
 
@@ -181,8 +221,8 @@ def solve(op, y, name: str, weight: Any, nets: dict, noise: float, n: int, truth
     """PnP-ADMM with one prior and its weight (see :func:`grid_of`) from ``x0`` (default ``A^T y``), solving for
     the ``free`` pixels (default all; the others stay 0)."""
     if name in LEARNED:
-        sigma, factor = weight
-        prox = LPNProx(nets[(name, sigma)], (1, n, n))
+        sigma, step, factor = weight
+        prox = LPNProx(nets[(name, sigma, step)], (1, n, n))
         return pnp_admm(op, y, prox, rho=RHO, scale=factor * RHO * sigma**2 / noise**2, iters=iters or ITERS,
                         cg_iter=30, truth=truth, x0=x0, free=free)
     scale = 1.0 / noise**2
@@ -230,102 +270,128 @@ def band_label(band: str) -> str:
 
 
 def fmt_weight(name: str, weight: Any) -> str:
-    return f"sigma {weight[0]:g}, x{weight[1]:g}" if name in LEARNED else f"lambda {weight:g}"
+    return f"sigma {weight[0]:g} step {weight[1]}, x{weight[2]:g}" if name in LEARNED else f"lambda {weight:g}"
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    n, seed = args.grid, 0
-    torch.set_num_threads(args.threads)
-    ckpt = Path(args.checkpoints)
-    started = time.perf_counter()
-    train_info: dict[str, Any] = {}
+def prior_settings(kind: str, args: argparse.Namespace, free: torch.Tensor | None) -> PriorSettings:
+    """Each problem's priors learn the distribution of its truths (heat's vanish on the Dirichlet ring)."""
+    heat = kind == "heat"
+    return PriorSettings(hidden=args.heat_hidden if heat else args.hidden, steps=args.steps, batch=args.batch,
+                         free=free, position_bias=heat and args.heat_position_bias, stages=tuple(args.stages))
+
+
+def test_and_validation_fields(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
+    n = args.grid
     sample = field_sampler("piecewise", n)
     gen = torch.Generator().manual_seed(12345)
     sample(1, gen)                      # the single validation field of the runs before issue 8's retune: skipped,
     test = sample(args.fields, gen).to(DTYPE).reshape(args.fields, -1)      # so the test fields stay the same
     val = sample(args.val, torch.Generator().manual_seed(777)).to(DTYPE).reshape(args.val, -1)
+    return test, val
+
+
+def run_problem(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Train (or resume) one problem's priors, tune every method on the validation fields and reconstruct the test
+    fields; a separate process per problem with ``--jobs 2``."""
+    n, seed = args.grid, 0
+    torch.set_num_threads(args.threads)
+    test, val = test_and_validation_fields(args)
     bands = {b: m for b, m in distance_bands(n).items() if b != "0"}        # the ring (d = 0) is exact on heat
-    out: dict[str, Any] = {"problems": {}}
-    pictures: dict[str, dict[str, np.ndarray]] = {}
-    curves: dict[str, Any] = {}
-    out["denoise"] = {}
-    for kind in ("heat", "deblur"):
-        op, mismatch, free = make_problem(kind, n, seed)
-        # each problem's priors learn the distribution of its truths: heat's vanish on the Dirichlet ring
-        hidden = args.heat_hidden if kind == "heat" else args.hidden
-        knets, info = train_priors(n, args.steps, args.batch, seed, ckpt, hidden, free=free,
-                                   position_bias=kind == "heat" and args.heat_position_bias)
-        train_info.update({f"{kind}: {k}": v for k, v in info.items()})
-        out["denoise"][kind] = {f"{s:g}": denoise_check(knets, n, s, free) for s in SIGMAS}
-        if kind == "deblur":
-            out["probe"] = probe(knets[("lpn", 0.1)], test, n)
-        methods = ("tikhonov", "tv", *LEARNED)          # the baselines first: one of them is the learned priors' start
-        res: dict[str, Any] = {"adjoint_mismatch": mismatch, "noise": {}, "hidden": hidden}
-        # heat: the truths satisfy the Dirichlet condition (the same fields, 0 on the boundary ring; A does not
-        # depend on the ring, so the observations are those of the unmasked fields), and every method keeps the
-        # ring at its known value 0
-        val_k, test_k = (val, test) if free is None else (val * free, test * free)
-        for level, noise in enumerate(NOISE[kind]):
-            rec = Reconstructor(op, knets, noise, n, args.start, free)
-            ngen = torch.Generator().manual_seed(1000 * level + 1)
-            ys_val = [observe(op, v, noise, ngen) for v in val_k]
-            tgen = torch.Generator().manual_seed(1000 * level + 2)
-            ys_test = [observe(op, t, noise, tgen) for t in test_k]
-            row: dict[str, Any] = {}
-            for name in methods:
-                choices = grid_of(name)
-                scores = [float(np.mean([psnr(rec(name, w, y).x, v, data_range=1.0)
-                                         for y, v in zip(ys_val, val_k, strict=True)])) for w in choices]
-                best = choices[int(np.argmax(scores))]
-                rec.weights[name] = best
-                ps, rl, cpu, inner, banded, ring = [], [], [], [], [], []
-                for i, (truth, y) in enumerate(zip(test_k, ys_test, strict=True)):
-                    if name in LEARNED:
-                        rec(name, best, y)          # the start is cached, so the timing below is the method's own
-                    c0 = time.process_time()
-                    r = rec(name, best, y)
-                    cpu.append(time.process_time() - c0)
-                    ps.append(psnr(r.x, truth, data_range=1.0))
-                    if free is not None:
-                        inner.append(psnr(r.x[free], truth[free], data_range=1.0))
-                        ring.append(float(r.x[~free].abs().max()))
-                        banded.append({b: psnr(r.x[m], truth[m], data_range=1.0) for b, m in bands.items()})
-                    rl.append(rel_l2(r.x, truth))
-                    if level == 1 and i == 0:
-                        panels = pictures.setdefault(kind, {"truth": truth.reshape(n, n).numpy()})
-                        panels[name] = r.x.reshape(n, n).numpy()
-                if name == "tikhonov":      # the ADMM answer against the direct solve of the normal equations
-                    direct = [psnr(x, t, data_range=1.0)
-                              for x, t in zip(tikhonov_direct(op, ys_test, best, (n, n), free), test_k, strict=True)]
-                    row["tikhonov_direct_psnr_mean"] = float(np.mean(direct))
-                row[name] = {"weight": list(best) if name in LEARNED else best, "at_grid_edge": at_edge(name, best),
-                             "validation_psnr": dict(zip(map(str, choices), scores, strict=True)),
-                             "psnr_mean": float(np.mean(ps)), "psnr": ps, "rel_l2_mean": float(np.mean(rl)),
-                             "rel_l2": rl, "cpu_s_mean": float(np.mean(cpu))}
+    out: dict[str, Any] = {}
+    pictures: dict[str, np.ndarray] = {}
+    op, mismatch, free = make_problem(kind, n, seed)
+    prior = prior_settings(kind, args, free)
+    stages = prior.stage_steps()
+    knets, info = train_priors(n, seed, Path(args.checkpoints), prior)
+    out["training"] = {f"{kind}: {k}": v for k, v in info.items()}
+    final = {(name, sigma): knets[(name, sigma, args.steps)] for name in LEARNED for sigma in SIGMAS}
+    out["denoise"] = {f"{s:g}": denoise_check(final, n, s, free) for s in SIGMAS}
+    if kind == "deblur":
+        out["probe"] = probe(final[("lpn", 0.1)], test, n)
+    methods = ("tikhonov", "tv", *LEARNED)          # the baselines first: one of them is the learned priors' start
+    res: dict[str, Any] = {"adjoint_mismatch": mismatch, "noise": {}, "hidden": prior.hidden, "stages": stages}
+    # heat: the truths satisfy the Dirichlet condition (the same fields, 0 on the boundary ring; A does not
+    # depend on the ring, so the observations are those of the unmasked fields), and every method keeps the
+    # ring at its known value 0
+    val_k, test_k = (val, test) if free is None else (val * free, test * free)
+    for level, noise in enumerate(NOISE[kind]):
+        rec = Reconstructor(op, knets, noise, n, args.start, free)
+        ngen = torch.Generator().manual_seed(1000 * level + 1)
+        ys_val = [observe(op, v, noise, ngen) for v in val_k]
+        tgen = torch.Generator().manual_seed(1000 * level + 2)
+        ys_test = [observe(op, t, noise, tgen) for t in test_k]
+        row: dict[str, Any] = {}
+        for name in methods:
+            choices = grid_of(name, stages)
+            scores = [float(np.mean([psnr(rec(name, w, y).x, v, data_range=1.0)
+                                     for y, v in zip(ys_val, val_k, strict=True)])) for w in choices]
+            best = choices[int(np.argmax(scores))]
+            rec.weights[name] = best
+            ps, rl, cpu, inner, banded, ring = [], [], [], [], [], []
+            for i, (truth, y) in enumerate(zip(test_k, ys_test, strict=True)):
+                if name in LEARNED:
+                    rec(name, best, y)          # the start is cached, so the timing below is the method's own
+                c0 = time.process_time()
+                r = rec(name, best, y)
+                cpu.append(time.process_time() - c0)
+                ps.append(psnr(r.x, truth, data_range=1.0))
                 if free is not None:
-                    row[name].update({"psnr_interior_mean": float(np.mean(inner)), "psnr_interior": inner,
-                                      "ring_max_abs": max(ring),
-                                      "psnr_bands_mean": {b: float(np.mean([d[b] for d in banded])) for b in bands}})
-                print(f"{kind} noise={noise} {name}: {fmt_weight(name, best)}, validation {max(scores):.2f} dB, "
-                      f"test PSNR {np.mean(ps):.2f} dB, rel L2 {np.mean(rl):.3f}", flush=True)
-            base = max(("tikhonov", "tv"), key=lambda k: row[k]["psnr_mean"])
-            row["best_baseline"] = base
-            row["lpn_minus_best_baseline_db"] = row["lpn"]["psnr_mean"] - row[base]["psnr_mean"]
+                    inner.append(psnr(r.x[free], truth[free], data_range=1.0))
+                    ring.append(float(r.x[~free].abs().max()))
+                    banded.append({b: psnr(r.x[m], truth[m], data_range=1.0) for b, m in bands.items()})
+                rl.append(rel_l2(r.x, truth))
+                if level == 1 and i == 0:
+                    pictures.setdefault("truth", truth.reshape(n, n).numpy())
+                    pictures[name] = r.x.reshape(n, n).numpy()
+            if name == "tikhonov":      # the ADMM answer against the direct solve of the normal equations
+                direct = [psnr(x, t, data_range=1.0)
+                          for x, t in zip(tikhonov_direct(op, ys_test, best, (n, n), free), test_k, strict=True)]
+                row["tikhonov_direct_psnr_mean"] = float(np.mean(direct))
+            row[name] = {"weight": list(best) if name in LEARNED else best, "at_grid_edge": at_edge(name, best),
+                         "validation_psnr": dict(zip(map(str, choices), scores, strict=True)),
+                         "psnr_mean": float(np.mean(ps)), "psnr": ps, "rel_l2_mean": float(np.mean(rl)),
+                         "rel_l2": rl, "cpu_s_mean": float(np.mean(cpu))}
+            if name in LEARNED:         # the best validation PSNR of each stage (over sigma_train and the factor)
+                row[name]["validation_psnr_by_stage"] = {
+                    str(k): max(sc for w, sc in zip(choices, scores, strict=True) if w[1] == k) for k in stages}
             if free is not None:
-                row["lpn_minus_best_baseline_interior_db"] = (row["lpn"]["psnr_interior_mean"]
-                                                              - row[base]["psnr_interior_mean"])
-            row["lpn_minus_best_baseline_per_field"] = [a - b for a, b in zip(row["lpn"]["psnr"], row[base]["psnr"],
-                                                                              strict=True)]
-            res["noise"][str(noise)] = row
-            if level == 1:      # convergence at the middle noise level, 60 iterations, each prior with its weights
-                y = observe(op, test_k[0], noise, torch.Generator().manual_seed(99))
-                curves[kind] = {name: rec(name, rec.weights[name], y, test_k[0], iters=60).history
-                                for name in methods}
-                res["convergence"] = {k: {"change": h["change"], "psnr": h["psnr"]} for k, h in curves[kind].items()}
-        out["problems"][kind] = res
-    out["training"] = train_info
-    out["wall_s"] = time.perf_counter() - started
-    write_pictures(pictures, curves, out["probe"], "lpn_quick" if args.quick else "lpn")
+                row[name].update({"psnr_interior_mean": float(np.mean(inner)), "psnr_interior": inner,
+                                  "ring_max_abs": max(ring),
+                                  "psnr_bands_mean": {b: float(np.mean([d[b] for d in banded])) for b in bands}})
+            print(f"{kind} noise={noise} {name}: {fmt_weight(name, best)}, validation {max(scores):.2f} dB, "
+                  f"test PSNR {np.mean(ps):.2f} dB, rel L2 {np.mean(rl):.3f}", flush=True)
+        base = max(("tikhonov", "tv"), key=lambda k: row[k]["psnr_mean"])
+        row["best_baseline"] = base
+        row["lpn_minus_best_baseline_db"] = row["lpn"]["psnr_mean"] - row[base]["psnr_mean"]
+        if free is not None:
+            row["lpn_minus_best_baseline_interior_db"] = (row["lpn"]["psnr_interior_mean"]
+                                                          - row[base]["psnr_interior_mean"])
+        row["lpn_minus_best_baseline_per_field"] = [a - b for a, b in zip(row["lpn"]["psnr"], row[base]["psnr"],
+                                                                          strict=True)]
+        res["noise"][str(noise)] = row
+        if level == 1:      # convergence at the middle noise level, 60 iterations, each prior with its weights
+            y = observe(op, test_k[0], noise, torch.Generator().manual_seed(99))
+            out["curves"] = {name: rec(name, rec.weights[name], y, test_k[0], iters=60).history for name in methods}
+            res["convergence"] = {k: {"change": h["change"], "psnr": h["psnr"]} for k, h in out["curves"].items()}
+    out["result"], out["pictures"] = res, pictures
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    kinds = ("heat", "deblur")
+    if args.jobs > 1:       # one process per problem (each with --threads threads)
+        with ProcessPoolExecutor(max_workers=min(args.jobs, len(kinds))) as pool:
+            parts = dict(zip(kinds, pool.map(run_problem, kinds, [args] * len(kinds)), strict=True))
+    else:
+        parts = {kind: run_problem(kind, args) for kind in kinds}
+    out: dict[str, Any] = {"problems": {k: p["result"] for k, p in parts.items()},
+                           "denoise": {k: p["denoise"] for k, p in parts.items()},
+                           "probe": parts["deblur"]["probe"],
+                           "training": {k: v for p in parts.values() for k, v in p["training"].items()},
+                           "wall_s": time.perf_counter() - started}
+    write_pictures({k: p["pictures"] for k, p in parts.items()}, {k: p["curves"] for k, p in parts.items()},
+                   out["probe"], "lpn_quick" if args.quick else "lpn")
     return out
 
 
@@ -401,7 +467,8 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
                        "validation_fields": args.val, "noise": NOISE, "sigmas_train": list(SIGMAS),
                        "lpn_factors": LPN_FACTORS, "lambdas": LAMBDAS, "rho": RHO, "iters": ITERS,
                        "baseline_rho": BASE_RHO, "baseline_iters": BASE_ITERS, "quick": args.quick,
-                       "learned_prior_start": args.start, "heat_position_bias": args.heat_position_bias}
+                       "learned_prior_start": args.start, "heat_position_bias": args.heat_position_bias,
+                       "stages": list(args.stages), "jobs": args.jobs}
     res["machine"] = {"platform": platform.platform(), "python": platform.python_version(),
                       "torch": torch.__version__, "threads": args.threads,
                       "note": "2-core CPU shared with other jobs; times are indicative"}
@@ -416,7 +483,9 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
              f"`benchmarks/lpn.py`; grid {args.grid}^2, {args.fields} test fields, weights tuned on {args.val} "
              f"validation fields (the same rule for every method), priors trained for {args.steps} steps (batch "
              f"{args.batch}) at sigma {', '.join(f'{s:g}' for s in SIGMAS)}"
-             f"{' (heat: with a learned bias per position)' if args.heat_position_bias else ''}; Tikhonov and TV "
+             f"{' (heat: with a learned bias per position)' if args.heat_position_bias else ''}, and the "
+             "checkpoint PnP uses tuned too, among steps "
+             f"{', '.join(str(int(round(f * args.steps))) for f in sorted(args.stages))}; Tikhonov and TV "
              "solved to convergence "
              f"(rho {BASE_RHO:g}, {BASE_ITERS} iterations); PnP with a learned prior starts from {start}. "
              f"Re-run: `.venv/bin/python benchmarks/lpn.py{' --quick' if args.quick else ''}`.",
@@ -461,6 +530,14 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
                 cells.append(f"{fmt_weight(k, w)} ({max(row[k]['validation_psnr'].values()):.2f} dB{edge})")
             lines.append(f"| {noise} | " + " | ".join(cells) + " |")
         mid_row = pr["noise"][str(NOISE[kind][1])]
+        stages = pr["stages"]
+        lines += ["", f"Validation PSNR of the learned priors by training stage (checkpoint step; the best over "
+                  f"sigma_train and the factor), middle noise {NOISE[kind][1]:g}; steps up to {args.steps // 2} are "
+                  "the L1 stage, the rest proximal matching:", "",
+                  "| method | " + " | ".join(map(str, stages)) + " |", "|---|" + "---|" * len(stages)]
+        for k in LEARNED:
+            by = mid_row[k]["validation_psnr_by_stage"]
+            lines.append(f"| {k} | " + " | ".join(f"{by[str(st)]:.2f}" for st in stages) + " |")
         mid = mid_row["lpn_minus_best_baseline_db"]
         met = "met" if mid >= 2 else "missed"
         conv = pr["convergence"]
@@ -524,7 +601,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--fields", type=int, default=5)
     parser.add_argument("--val", type=int, default=16, help="validation fields the weights are tuned on")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--jobs", type=int, default=2, help="processes: 2 runs the two problems side by side")
+    parser.add_argument("--stages", type=float, nargs="+", default=list(STAGES),
+                        help="the learned priors' checkpoints PnP tuning chooses among, as fractions of --steps "
+                        "(multiples of 0.2; 1 = the end of the paper's schedule, 0.2 and 0.4 lie in its L1 stage)")
     parser.add_argument("--start", choices=("tv", "tikhonov", "adjoint"), default="tv",
                         help="where PnP with a learned prior starts: the tuned TV or Tikhonov reconstruction, or A^T y")
     parser.add_argument("--checkpoints", default=str(ROOT / "out" / "bench_lpn" / "checkpoints"))
