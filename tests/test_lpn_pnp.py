@@ -178,3 +178,27 @@ def test_the_case_prior_is_trained_on_the_heat_truths_distribution(monkeypatch):
         draws = seen.pop("sampler")(8, torch.Generator().manual_seed(0)).reshape(8, -1)
         assert float(draws[:, ~free].abs().max()) == ring_max
         assert float(draws[:, free].max()) == 1.0
+
+
+@pytest.mark.parametrize(("fraction", "l1"), [(0.5, 500), (0.3, 300), (1.0, 1000)])
+def test_case_schedule_splits_l1_and_proximal_matching_as_configured(fraction, l1):
+    """``train.l1_fraction`` sets the share of L1 steps of the paper's schedule (1: L1 only); the steps add up."""
+    from neuralpde.solvers.lpn_training import field_schedule
+
+    cfg = LPNMethodConfig.model_validate({"type": "lpn", "task": "heat_inverse",
+                                          "train": {"steps": 1000, "l1_fraction": fraction}})
+    stages = field_schedule(cfg.train, 32 * 32)
+    assert sum(s.steps for s in stages) == 1000
+    assert sum(s.steps for s in stages if s.loss == "l1") == l1
+    assert [s.loss for s in stages if s.steps] == ["l1"] + ["pm"] * (4 if l1 < 1000 else 0)
+
+
+def test_case_l1_fraction_outside_0_1_is_a_clear_error():
+    from pathlib import Path
+
+    from neuralpde.cases.loader import load_case
+
+    case = Path(__file__).resolve().parent.parent / "cases" / "lpn_heat_inverse.yaml"
+    with pytest.raises(CaseError) as info:
+        load_case(case, overrides=["method.train.l1_fraction=1.5"])
+    assert info.value.field == "method.train.l1_fraction" and "lpn_heat_inverse.yaml" in str(info.value)

@@ -270,7 +270,9 @@ class NetworkConfig(Strict):
 
 class TrainConfig(Strict):
     """Denoiser training on ``y = x + sigma n``; ``steps`` for L1 (and L2) training, ``pm_steps`` for proximal
-    matching (toy) — for fields ``steps`` is the whole paper schedule (half L1, half matching).
+    matching (toy) — for fields ``steps`` is the whole paper schedule: ``l1_fraction`` of it L1 (the paper: half),
+    the rest proximal matching; 1 trains by L1 only (the posterior-median denoiser, still an exact prox: on the
+    heat benchmark a checkpoint inside the L1 stage made the better PnP prior, docs/lpn.md).
     ``checkpoint``: a trained network to load instead of training."""
 
     steps: int = Field(2000, ge=0)
@@ -280,6 +282,7 @@ class TrainConfig(Strict):
     sigma: float = Field(0.1, gt=0)
     lr: float = Field(1e-3, gt=0)
     gamma_min: float | None = Field(None, gt=0)
+    l1_fraction: float = Field(0.5, ge=0, le=1)
     checkpoint: str | None = None
 
 
