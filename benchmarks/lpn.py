@@ -15,7 +15,8 @@ Protocol (all seeded; fields made by the package, 32 x 32 two-phase "Darcy-like"
   proximal matching at lr 1e-4 with gamma = 8, 4, 2, 1 x gamma_min, gamma_min = 0.08 * 32).
   The paper trains one model per noise level too (CelebA: 0.05 and 0.1) and picks the one to use per problem.
 * denoising check (issue 8): 16 fresh fields of each problem's distribution + noise at each training sigma: PSNR
-  of the noisy input, of each network and of TV denoising at its best weight (heat: over the free pixels).
+  of the noisy input, of each network (its last checkpoint) and of TV denoising at its best weight (heat: over the
+  free pixels).
 * problems: (a) heat: u0 from u(T) (k = 1, T = 0.002, 10 backward-Euler P1 steps, zero Dirichlet values),
   observed at 30% of the interior nodes; (b) deblur: Gaussian blur of 1.5 px. Three noise levels each.
   Heat (issue 8, third round): the Dirichlet condition fixes u0 = 0 on the boundary ring, so the truths (validation
@@ -37,18 +38,21 @@ Protocol (all seeded; fields made by the package, 32 x 32 two-phase "Darcy-like"
   LPN weight by noise: 6 fields favoured sigma 0.05 x32 by 0.23 dB, the test fields sigma 0.1 x8 by 0.34 dB)
   (drawn from their own seed, never the test fields; their own noise draws) over the method's grid: Tikhonov and
   TV: lambda (relative to 1/noise^2) on a half-decade grid 1e-5 ... 1; LPN and unconstrained: sigma_train (which
-  network) x the data scale as a multiple 1/16 ... 128 (factors of 2; the grid stopped at 32 until issue 8's fourth
-  round, where heat chose 32) of the MAP value rho sigma_train^2 / noise^2.
+  network) x the training stage (which kept checkpoint: ``--stages``, fractions 0.2, 0.4, ..., 1 of the steps, so
+  1600 ... 8000; since issue 8's seventh round, where heat's L1-stage checkpoints made the better PnP priors; until
+  then the last one) x the data scale as a multiple 1/16 ... 128 (factors of 2; the grid stopped at 32 until issue
+  8's fourth round, where heat chose 32) of the MAP value rho sigma_train^2 / noise^2.
   A choice on the edge of its grid is flagged. Then the 5 test fields are reconstructed. Reported: mean PSNR
   (peak = 1), relative L2 and CPU seconds per reconstruction; for heat also the PSNR on the free dofs (without
   u0's boundary ring, known to be 0), by distance to the boundary, and the largest |value| on the ring.
 * ADMM convergence: ``||z_k - z_{k-1}|| / ||z_k||`` per iteration, 60 iterations, middle noise level.
-* B3 probe: mean learned R (the deblurring sigma 0.1 LPN) over the 5 test fields with added noise (sigma 0 ... 0.3)
-  and with blur (0 ... 4 px); the target is a monotone increase.
+* B3 probe: mean learned R (the deblurring sigma 0.1 LPN, last checkpoint) over the 5 test fields with added noise
+  (sigma 0 ... 0.3) and with blur (0 ... 4 px); the target is a monotone increase.
 
 Usage::
 
-    python benchmarks/lpn.py            # ~100 CPU minutes for training 16 priors (resumable), ~20 for the rest
+    python benchmarks/lpn.py            # ~130 CPU minutes for training 16 priors (resumable), then ~45 minutes
+                                        # (two processes, heat and deblurring side by side: --jobs 2, the default)
     python benchmarks/lpn.py --quick    # a few minutes, 16 x 16, 1500 training steps
 """
 
@@ -556,7 +560,8 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
                   f"CPU seconds per reconstruction at the middle noise (learned priors: without their "
                   f"start): {cpu}.", "", f"![{kind}]({name}_{kind}_reconstructions.png) ![{kind} convergence]"
                   f"({name}_{kind}_convergence.png)", ""]
-    lines += ["## Denoising at the training noise (16 fresh fields of each problem's truth distribution, PSNR dB)",
+    lines += ["## Denoising at the training noise (16 fresh fields of each problem's truth distribution, PSNR dB; "
+              "the last checkpoints)",
               "", "Heat: fields 0 on the boundary ring, PSNR over the other pixels; the heat priors.", "",
               "| problem | sigma | noisy input | LPN | unconstrained | TV (best weight) |", "|---|---|---|---|---|---|"]
     for kind, rows in res["denoise"].items():
@@ -564,7 +569,7 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
             lines.append(f"| {kind} | {sigma} | {d['noisy']:.2f} | {d['lpn']:.2f} | {d['unconstrained']:.2f} | "
                          f"{d['tv_best']:.2f} (lambda {d['tv_weight']:g}) |")
     p = res["probe"]
-    lines += ["", "## B3 probe: mean learned R (the deblurring sigma 0.1 LPN)", "",
+    lines += ["", "## B3 probe: mean learned R (the deblurring sigma 0.1 LPN, last checkpoint)", "",
               "| noise sigma | " + " | ".join(f"{s:g}" for s in p["noise_sigma"]) + " |",
               "|---|" + "---|" * len(p["noise_sigma"]),
               "| mean R | " + " | ".join(f"{v:.3f}" for v in p["mean_R_noise"]) + " |", "",
@@ -585,6 +590,70 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
                      "smallest constrained weight "
                      f"{t['min_constrained_weight']:.2e} (clamped >= 0 for the LPN only).")
     write_text(RESULTS / f"{name}.md", "\n".join(lines) + "\n")
+
+
+def held_out(args: argparse.Namespace) -> None:
+    """``--held-out N``: the configurations the last run chose (its JSON) on N fresh fields per problem and noise
+    level, drawn from their own seed (neither validation nor test fields). Five test fields give a margin whose
+    standard error is the per-field spread / sqrt(5) (about 0.4 ... 1.1 dB here); this measures it with N."""
+    name = "lpn_quick" if args.quick else "lpn"
+    chosen = json.loads((RESULTS / f"{name}.json").read_text())
+    proto = chosen["protocol"]
+    if proto["grid"] != args.grid or proto["train_steps"] != args.steps:
+        raise SystemExit(f"{RESULTS / name}.json is for grid {proto['grid']} and {proto['train_steps']} steps, not "
+                         f"{args.grid} and {args.steps}: run the benchmark with these settings first")
+    torch.set_num_threads(args.threads)
+    n, count = args.grid, args.held_out
+    fields = field_sampler("piecewise", n)(count, torch.Generator().manual_seed(4242)).to(DTYPE).reshape(count, -1)
+    out: dict[str, Any] = {"fields": count, "seed": 4242, "source": f"docs/results/{name}.json of "
+                           f"{chosen['date']}", "problems": {}}
+    lines = [f"# LPN benchmark: the chosen configurations on {count} held-out fields", "",
+             f"The weights, training noise levels and checkpoints chosen on the validation fields by the run of "
+             f"{chosen['date']} ([{name}.md]({name}.md)), applied to {count} fresh fields per problem and noise level "
+             "(field seed 4242, their own noise draws; neither validation nor test fields). Re-run: "
+             f"`.venv/bin/python benchmarks/lpn.py --held-out {count}{' --quick' if args.quick else ''}` (minutes; "
+             "uses the kept checkpoints). Mean PSNR (dB); the margin LPN - best(Tikhonov, TV) with its standard "
+             "error over the fields, and the test-field margin of the run for comparison.", ""]
+    for kind, pr in chosen["problems"].items():
+        op, _, free = make_problem(kind, n, 0)
+        prior = prior_settings(kind, args, free)
+        truths = fields if free is None else fields * free
+        lines += [f"## {kind}", "", "| noise | LPN | unconstrained | Tikhonov | TV | LPN - best baseline | "
+                  "fields LPN loses | test-field margin (5) |", "|---|---|---|---|---|---|---|---|"]
+        rows = {}
+        for level, noise in enumerate(NOISE[kind]):
+            row = pr["noise"][str(noise)]
+            weights = {k: tuple(row[k]["weight"]) if k in LEARNED else row[k]["weight"] for k in MAIN}
+            nets = {}
+            for k in LEARNED:
+                sigma, step, _ = weights[k]
+                folder = ckpt_folder(Path(args.checkpoints), k, sigma, prior.steps, prior.batch, prior.hidden,
+                                     prior.ring0, prior.position_bias)
+                nets[(k, sigma, step)] = load_lpn(folder / f"lpn_{step:07d}.pt", expect={"size": [n, n]})
+            rec = Reconstructor(op, nets, noise, n, proto["learned_prior_start"], free)
+            rec.weights = dict(weights)
+            gen = torch.Generator().manual_seed(5000 + level)
+            ys = [observe(op, t, noise, gen) for t in truths]
+            scores = {k: [psnr(rec(k, weights[k], y).x, t, data_range=1.0) for y, t in zip(ys, truths, strict=True)]
+                      for k in ("tikhonov", "tv", *LEARNED)}
+            base = max(("tikhonov", "tv"), key=lambda k: float(np.mean(scores[k])))
+            diff = np.array(scores["lpn"]) - np.array(scores[base])
+            se = float(diff.std(ddof=1) / np.sqrt(count))
+            rows[str(noise)] = {"psnr_mean": {k: float(np.mean(v)) for k, v in scores.items()}, "best_baseline": base,
+                                "lpn_minus_best_baseline_db": float(diff.mean()), "standard_error_db": se,
+                                "per_field_sd_db": float(diff.std(ddof=1)), "fields_lost": int((diff < 0).sum()),
+                                "test_margin_db": row["lpn_minus_best_baseline_db"]}
+            print(f"{kind} noise={noise}: LPN - {base} {diff.mean():+.2f} +- {se:.2f} dB on {count} held-out fields "
+                  f"(test fields {row['lpn_minus_best_baseline_db']:+.2f})", flush=True)
+            lines.append(f"| {noise} | " + " | ".join(f"{np.mean(scores[k]):.2f}" for k in MAIN)
+                         + f" | {diff.mean():+.2f} +- {se:.2f} dB | {int((diff < 0).sum())} of {count} | "
+                         f"{row['lpn_minus_best_baseline_db']:+.2f} dB |")
+        out["problems"][kind] = rows
+        lines.append("")
+    out["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    write_text(RESULTS / f"{name}_held_out.json", json.dumps(out, indent=1))
+    write_text(RESULTS / f"{name}_held_out.md", "\n".join(lines).rstrip("\n") + "\n")
+    print(f"wrote {RESULTS / name}_held_out.md", flush=True)
 
 
 def main() -> None:
@@ -609,10 +678,15 @@ def main() -> None:
     parser.add_argument("--start", choices=("tv", "tikhonov", "adjoint"), default="tv",
                         help="where PnP with a learned prior starts: the tuned TV or Tikhonov reconstruction, or A^T y")
     parser.add_argument("--checkpoints", default=str(ROOT / "out" / "bench_lpn" / "checkpoints"))
+    parser.add_argument("--held-out", type=int, default=0, metavar="N",
+                        help="instead of the benchmark: the configurations its last run chose, on N fresh fields")
     args = parser.parse_args()
     if args.quick:
         args.grid, args.steps, args.fields, args.val = 16, 1500, 2, 2
         args.checkpoints += "_quick"
+    if args.held_out:
+        held_out(args)
+        return
     res = run(args)
     write_report(res, args)
     print(f"wrote {RESULTS / ('lpn_quick' if args.quick else 'lpn')}.md", flush=True)
