@@ -284,14 +284,15 @@ def prior_settings(kind: str, args: argparse.Namespace, free: torch.Tensor | Non
                          free=free, position_bias=heat and args.heat_position_bias, stages=tuple(args.stages))
 
 
-def test_and_validation_fields(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
+def validation_and_test_fields(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``--val`` validation fields and the ``--fields`` test fields, flattened (each from its own seed)."""
     n = args.grid
     sample = field_sampler("piecewise", n)
     gen = torch.Generator().manual_seed(12345)
     sample(1, gen)                      # the single validation field of the runs before issue 8's retune: skipped,
     test = sample(args.fields, gen).to(DTYPE).reshape(args.fields, -1)      # so the test fields stay the same
     val = sample(args.val, torch.Generator().manual_seed(777)).to(DTYPE).reshape(args.val, -1)
-    return test, val
+    return val, test
 
 
 def run_problem(kind: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -299,7 +300,7 @@ def run_problem(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     fields; a separate process per problem with ``--jobs 2``."""
     n, seed = args.grid, 0
     torch.set_num_threads(args.threads)
-    test, val = test_and_validation_fields(args)
+    val, test = validation_and_test_fields(args)
     bands = {b: m for b, m in distance_bands(n).items() if b != "0"}        # the ring (d = 0) is exact on heat
     out: dict[str, Any] = {}
     pictures: dict[str, np.ndarray] = {}
