@@ -70,10 +70,10 @@ def paper_schedule(steps: int, gamma_min: float, lr_l1: float = 1e-3, lr_pm: flo
 
 def field_schedule(train: Any, pixels: int) -> list[Stage]:
     """The paper's schedule from a case's ``method.train`` (``gamma_min`` defaults to ``0.08 sqrt(pixels)``;
-    ``l1_fraction``, when the config has one, the share of L1 steps)."""
+    ``l1_fraction`` is the share of L1 steps)."""
     gamma_min = train.gamma_min if train.gamma_min is not None else 0.08 * math.sqrt(pixels)
     return paper_schedule(train.steps, gamma_min, lr_l1=train.lr, lr_pm=train.lr / 10,
-                          l1_fraction=getattr(train, "l1_fraction", 0.5))
+                          l1_fraction=train.l1_fraction)
 
 
 def toy_pm_schedule(steps: int, lr: float = 1e-2) -> list[Stage]:
