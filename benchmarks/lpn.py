@@ -80,7 +80,7 @@ from neuralpde.meshes.domains import Rectangle  # noqa: E402
 from neuralpde.operators.lpn import LPNConv  # noqa: E402
 from neuralpde.progress import Progress  # noqa: E402
 from neuralpde.solvers.inverse_problems import blur_operator, field_sampler, heat_operator  # noqa: E402
-from neuralpde.solvers.lpn_training import load_lpn, paper_schedule, train_lpn  # noqa: E402
+from neuralpde.solvers.lpn_training import checkpoint_path, load_lpn, paper_schedule, train_lpn  # noqa: E402
 from neuralpde.solvers.pnp import (  # noqa: E402
     DTYPE,
     LinearOperator,
@@ -144,6 +144,15 @@ class PriorSettings:
             out.append(step)
         return sorted(set(out))
 
+    def folder(self, ckpt: Path, name: str, sigma: float) -> Path:
+        """Where the checkpoints of prior ``name`` trained at ``sigma`` live (see :func:`ckpt_folder`)."""
+        return ckpt_folder(ckpt, name, sigma, self.steps, self.batch, self.hidden, self.ring0, self.position_bias)
+
+    def load(self, ckpt: Path, name: str, sigma: float, step: int, n: int) -> LPNConv:
+        """The kept checkpoint of that prior after ``step`` steps (checked against the grid and the width)."""
+        return load_lpn(checkpoint_path(self.folder(ckpt, name, sigma), step), expect={"size": [n, n],
+                                                                                       "hidden": self.hidden})
+
 
 def ckpt_folder(ckpt: Path, name: str, sigma: float, steps: int, batch: int, hidden: int = 16,
                 ring0: bool = False, position_bias: bool = False) -> Path:
@@ -162,18 +171,16 @@ def train_prior(name: str, sigma: float, n: int, seed: int, ckpt: Path,
     net = LPNConv(hidden=prior.hidden, strides=STRIDES, beta=10.0, alpha=0.01, size=[n, n], convex=name == "lpn",
                   position_bias=prior.position_bias)
     t0 = time.perf_counter()
-    folder = ckpt_folder(ckpt, name, sigma, prior.steps, prior.batch, prior.hidden, prior.ring0, prior.position_bias)
     hist = train_lpn(net, field_sampler("piecewise", n, free=prior.free), sigma=sigma, batch=prior.batch,
                      stages=paper_schedule(prior.steps, 0.08 * n), seed=seed, progress=Progress(),
-                     checkpoint_dir=folder, checkpoint_every=prior.every,
+                     checkpoint_dir=prior.folder(ckpt, name, sigma), checkpoint_every=prior.every,
                      description=f"{name} sigma {sigma:g}" + (" ring 0" if prior.ring0 else ""))
-    expect = {"size": [n, n], "hidden": prior.hidden}
-    stages = {step: net if step == prior.steps else load_lpn(folder / f"lpn_{step:07d}.pt", expect=expect)
-              for step in prior.stage_steps()}
+    steps = prior.stage_steps()
+    stages = {step: net if step == prior.steps else prior.load(ckpt, name, sigma, step, n) for step in steps}
     return stages, {
         "train_s": time.perf_counter() - t0, "train_cpu_s": time.process_time() - cpu0, "steps": prior.steps,
         "batch": prior.batch, "sigma": sigma, "hidden": prior.hidden, "resumed_from": hist["resumed_from"],
-        "ring0": prior.ring0, "position_bias": prior.position_bias, "stages": prior.stage_steps(),
+        "ring0": prior.ring0, "position_bias": prior.position_bias, "stages": steps,
         "params": sum(p.numel() for p in net.parameters()),
         "final_loss": hist["loss"][-1] if hist["loss"] else None,
         "min_constrained_weight": min(float(w.detach().min()) for w in net.constrained_weights())}
@@ -309,7 +316,7 @@ def run_problem(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     stages = prior.stage_steps()
     knets, info = train_priors(n, seed, Path(args.checkpoints), prior)
     out["training"] = {f"{kind}: {k}": v for k, v in info.items()}
-    final = {(name, sigma): knets[(name, sigma, args.steps)] for name in LEARNED for sigma in SIGMAS}
+    final = {(name, sigma): knets[(name, sigma, prior.steps)] for name in LEARNED for sigma in SIGMAS}
     out["denoise"] = {f"{s:g}": denoise_check(final, n, s, free) for s in SIGMAS}
     if kind == "deblur":
         out["probe"] = probe(final[("lpn", 0.1)], test, n)
@@ -617,7 +624,9 @@ def held_out(args: argparse.Namespace) -> None:
              "error over the fields, and the test-field margin of the run for comparison.", ""]
     for kind, pr in chosen["problems"].items():
         op, _, free = make_problem(kind, n, 0)
-        prior = prior_settings(kind, args, free)
+        # the priors of that run (its widths, batch and biases), whatever this command line says
+        prior = PriorSettings(hidden=proto["hidden"][kind], steps=proto["train_steps"], batch=proto["batch"],
+                              free=free, position_bias=kind == "heat" and proto["heat_position_bias"])
         truths = fields if free is None else fields * free
         lines += [f"## {kind}", "", "| noise | LPN | unconstrained | Tikhonov | TV | LPN - best baseline | "
                   "fields LPN loses | test-field margin (5) |", "|---|---|---|---|---|---|---|---|"]
@@ -628,9 +637,7 @@ def held_out(args: argparse.Namespace) -> None:
             nets = {}
             for k in LEARNED:
                 sigma, step, _ = weights[k]
-                folder = ckpt_folder(Path(args.checkpoints), k, sigma, prior.steps, prior.batch, prior.hidden,
-                                     prior.ring0, prior.position_bias)
-                nets[(k, sigma, step)] = load_lpn(folder / f"lpn_{step:07d}.pt", expect={"size": [n, n]})
+                nets[(k, sigma, step)] = prior.load(Path(args.checkpoints), k, sigma, step, n)
             rec = Reconstructor(op, nets, noise, n, proto["learned_prior_start"], free)
             rec.weights = dict(weights)
             gen = torch.Generator().manual_seed(5000 + level)

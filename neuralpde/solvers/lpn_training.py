@@ -28,8 +28,8 @@ from ..errors import SolverError
 from ..operators.lpn import LPN
 from ..progress import SILENT, Progress
 
-__all__ = ["Stage", "field_schedule", "laplace_sampler", "load_lpn", "loss_value", "paper_schedule", "run_laplace1d",
-           "toy_pm_schedule", "train_lpn"]
+__all__ = ["Stage", "checkpoint_path", "field_schedule", "laplace_sampler", "load_lpn", "loss_value",
+           "paper_schedule", "run_laplace1d", "toy_pm_schedule", "train_lpn"]
 
 LOSSES = ("l1", "l2", "pm")
 CHECKPOINT_KIND = "lpn"
@@ -170,10 +170,15 @@ def train_lpn(net: LPN, sampler: Sampler, *, sigma: float, batch: int, stages: l
     return history
 
 
+def checkpoint_path(folder: str | Path, step: int) -> Path:
+    """The file :func:`train_lpn` keeps in ``folder`` after ``step`` steps (load it with :func:`load_lpn`)."""
+    return Path(folder) / f"lpn_{step:07d}.pt"
+
+
 def _save(net: LPN, opt: torch.optim.Optimizer, folder: str | Path, config: dict, step: int) -> None:
     from ..checkpoints import save_checkpoint
 
-    save_checkpoint(Path(folder) / f"lpn_{step:07d}.pt", kind=CHECKPOINT_KIND, config=config,
+    save_checkpoint(checkpoint_path(folder, step), kind=CHECKPOINT_KIND, config=config,
                     state={"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step})
 
 
