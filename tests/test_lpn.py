@@ -20,15 +20,18 @@ def _scrambled(net, seed=0):
     return net
 
 
-@pytest.fixture(params=["dense", "conv", "conv-dense-readout", "conv-position-bias"])
+@pytest.fixture(params=["dense", "conv", "conv-dense-readout", "conv-position-bias", "conv-d4"])
 def net(request):
     torch.manual_seed(0)
     if request.param == "dense":
         return _scrambled(LPNDense(dim=3, hidden=16, layers=3, beta=5.0, alpha=0.05).double())
     readout = "dense" if request.param == "conv-dense-readout" else "sum"
-    return _scrambled(LPNConv(channels=1, hidden=6, strides=(2, 1), beta=5.0, alpha=0.05, size=[6, 6],
-                              readout=readout, dense=8,
-                              position_bias=request.param == "conv-position-bias").double())
+    net = _scrambled(LPNConv(channels=1, hidden=6, strides=(2, 1), beta=5.0, alpha=0.05, size=[6, 6],
+                             readout=readout, dense=8,
+                             position_bias=request.param in ("conv-position-bias", "conv-d4")).double())
+    if request.param == "conv-d4":       # switched on after the weights are set, as on a trained network
+        net.symmetry = "d4"
+    return net
 
 
 def _sample(net, batch, gen):
@@ -269,3 +272,31 @@ def test_dense_readout_is_tied_to_its_resolution():
         net(torch.zeros(1, 1, 16, 16))
     with pytest.raises(SolverError, match="needs the image size"):
         LPNConv(readout="dense")
+
+
+def test_d4_symmetry_makes_the_prox_equivariant():
+    """Averaging psi over the square's rotations and reflections: f commutes with each of them (a position-biased
+    net alone does not), the values at the identity are the mean of the eight transformed ones, and the setting
+    survives the config round trip; a non-square image or an unknown group is a clear error."""
+    torch.manual_seed(0)
+    net = _scrambled(LPNConv(hidden=4, strides=(2, 1), size=[8, 8], position_bias=True).double())
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    group = [lambda v, k=k: torch.rot90(v, k, (2, 3)) for k in range(4)]
+    group += [lambda v, k=k: torch.flip(torch.rot90(v, k, (2, 3)), (3,)) for k in range(4)]
+    with torch.no_grad():
+        plain = [float((net(g(x)) - g(net(x))).abs().max()) for g in group[1:]]
+        psi_mean = torch.stack([net.psi(g(x)) for g in group]).mean(0)
+    assert min(plain) > 1e-3                               # the bias per position breaks the symmetry
+    net.symmetry = "d4"
+    with torch.no_grad():
+        f = net(x)
+        assert torch.allclose(net.psi(x), psi_mean, atol=1e-12)
+        for g in group:
+            assert torch.allclose(net(g(x)), g(f), atol=1e-12)
+    again = build_lpn(net.config())
+    assert again.config()["symmetry"] == "d4" and "symmetry" not in LPNConv(hidden=4, size=[8, 8]).config()
+    with pytest.raises(SolverError, match="unknown symmetry"):
+        net.symmetry = "c4"
+    flat = LPNConv(hidden=4, strides=(2,), symmetry="d4")
+    with pytest.raises(SolverError, match="square images"):
+        flat(torch.zeros(1, 1, 8, 12))

@@ -202,3 +202,25 @@ def test_case_l1_fraction_outside_0_1_is_a_clear_error():
     with pytest.raises(CaseError) as info:
         load_case(case, overrides=["method.train.l1_fraction=1.5"])
     assert info.value.field == "method.train.l1_fraction" and "lpn_heat_inverse.yaml" in str(info.value)
+
+
+@pytest.mark.parametrize("symmetry", ["none", "d4"])
+def test_case_symmetry_setting_reaches_the_prior(symmetry):
+    """``pnp.symmetry: d4`` makes the case's learned prox commute with the square's rotations (the network's psi
+    averaged over them); ``none`` (the default) leaves the trained network as it is (a position bias breaks it)."""
+    from neuralpde.operators.lpn import LPNConv
+
+    torch.manual_seed(0)
+    net = LPNConv(hidden=4, strides=(2,), size=[N, N], position_bias=True).double()
+    with torch.no_grad():
+        for p in net.pos:
+            p.normal_()
+    prox, _ = make_priors(_config(symmetry=symmetry), {"lpn": net}, N)["lpn"]
+    v = torch.rand(N * N, generator=torch.Generator().manual_seed(5), dtype=D)
+
+    def turn(x):
+        return torch.rot90(x.reshape(N, N), 1).reshape(-1)
+
+    gap = float((prox(turn(v), 1.0) - turn(prox(v, 1.0))).abs().max())
+    assert (gap < 1e-6) == (symmetry == "d4"), gap
+    assert net.symmetry == (None if symmetry == "none" else "d4")

@@ -312,6 +312,10 @@ class PnPConfig(Strict):
     R is not convex, so the fixed point depends on the start) or ``adjoint`` (``A^T y``). The convex baselines
     run from ``A^T y`` with their own ``baseline_rho`` and ``baseline_iters`` (their minimiser does not depend on
     rho, only the speed does).
+
+    ``symmetry``: ``d4`` makes PnP use the trained network's ``psi`` averaged over the square's rotations and
+    reflections (:class:`~neuralpde.operators.lpn.LPNConv`; still an exact prox, of the symmetrised prior), for
+    fields whose distribution is isotropic; ``none`` uses the network as trained.
     """
 
     algorithm: Literal["admm", "pgd"] = "admm"
@@ -323,6 +327,7 @@ class PnPConfig(Strict):
     start: Literal["tv", "tikhonov", "adjoint"] = "tv"
     baseline_rho: float = Field(10.0, gt=0)
     baseline_iters: int = Field(50, ge=1)
+    symmetry: Literal["none", "d4"] = "none"
 
 
 class BaselineConfig(Strict):
@@ -425,6 +430,9 @@ def make_priors(cfg: LPNMethodConfig, nets: dict[str, Any], n: int) -> dict[str,
 
     p, noise = cfg.pnp, max(cfg.inverse.noise, 1e-6)
     lpn_scale = p.rho * cfg.train.sigma**2 / noise**2 if p.scale == "auto" else float(p.scale)
+    if p.symmetry != "none":
+        for net in nets.values():
+            net.symmetry = p.symmetry
     priors = {name: (LPNProx(net, (1, n, n)), lpn_scale) for name, net in nets.items()}
     base_scale = 1.0 / noise**2
     if cfg.baselines.tikhonov is not None:
