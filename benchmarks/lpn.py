@@ -116,6 +116,7 @@ class PriorSettings:
     ``stages``: the kept checkpoints the tuning chooses among, as fractions of ``steps`` (multiples of 1/5: a
     checkpoint is kept every ``steps // 5`` steps; 1.0 is the end of the paper's schedule, 0.4 is inside its L1
     stage). ``free``: heat's ``HeatInverse.free``; the priors then learn the fields set to 0 off it (the ring).
+    ``symmetry``: ``"d4"`` switches on ``LPNConv(symmetry="d4")`` for PnP and the checks (the training is the same).
     """
 
     hidden: int
@@ -124,6 +125,7 @@ class PriorSettings:
     free: torch.Tensor | None = None
     position_bias: bool = False
     stages: tuple[float, ...] = (1.0,)
+    symmetry: str | None = None
 
     @property
     def ring0(self) -> bool:
@@ -150,8 +152,10 @@ class PriorSettings:
 
     def load(self, ckpt: Path, name: str, sigma: float, step: int, n: int) -> LPNConv:
         """The kept checkpoint of that prior after ``step`` steps (checked against the grid and the width)."""
-        return load_lpn(checkpoint_path(self.folder(ckpt, name, sigma), step), expect={"size": [n, n],
-                                                                                       "hidden": self.hidden})
+        net = load_lpn(checkpoint_path(self.folder(ckpt, name, sigma), step), expect={"size": [n, n],
+                                                                                      "hidden": self.hidden})
+        net.symmetry = self.symmetry
+        return net
 
 
 def ckpt_folder(ckpt: Path, name: str, sigma: float, steps: int, batch: int, hidden: int = 16,
@@ -176,6 +180,7 @@ def train_prior(name: str, sigma: float, n: int, seed: int, ckpt: Path,
                      checkpoint_dir=prior.folder(ckpt, name, sigma), checkpoint_every=prior.every,
                      description=f"{name} sigma {sigma:g}" + (" ring 0" if prior.ring0 else ""))
     steps = prior.stage_steps()
+    net.symmetry = prior.symmetry                       # after training: it is applied in PnP only
     stages = {step: net if step == prior.steps else prior.load(ckpt, name, sigma, step, n) for step in steps}
     return stages, {
         "train_s": time.perf_counter() - t0, "train_cpu_s": time.process_time() - cpu0, "steps": prior.steps,
@@ -288,7 +293,8 @@ def prior_settings(kind: str, args: argparse.Namespace, free: torch.Tensor | Non
     """Each problem's priors learn the distribution of its truths (heat's vanish on the Dirichlet ring)."""
     heat = kind == "heat"
     return PriorSettings(hidden=args.heat_hidden if heat else args.hidden, steps=args.steps, batch=args.batch,
-                         free=free, position_bias=heat and args.heat_position_bias, stages=tuple(args.stages))
+                         free=free, position_bias=heat and args.heat_position_bias, stages=tuple(args.stages),
+                         symmetry=None if args.symmetry == "none" else args.symmetry)
 
 
 def validation_and_test_fields(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
@@ -480,7 +486,7 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
                        "lpn_factors": LPN_FACTORS, "lambdas": LAMBDAS, "rho": RHO, "iters": ITERS,
                        "baseline_rho": BASE_RHO, "baseline_iters": BASE_ITERS, "quick": args.quick,
                        "learned_prior_start": args.start, "heat_position_bias": args.heat_position_bias,
-                       "stages": list(args.stages), "jobs": args.jobs}
+                       "stages": list(args.stages), "jobs": args.jobs, "symmetry": args.symmetry}
     res["machine"] = {"platform": platform.platform(), "python": platform.python_version(),
                       "torch": torch.__version__, "threads": args.threads,
                       "note": "2-core CPU shared with other jobs; times are indicative"}
@@ -495,12 +501,14 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
              f"`benchmarks/lpn.py`; grid {args.grid}^2, {args.fields} test fields, weights tuned on {args.val} "
              f"validation fields (the same rule for every method), priors trained for {args.steps} steps (batch "
              f"{args.batch}) at sigma {', '.join(f'{s:g}' for s in SIGMAS)}"
-             f"{' (heat: with a learned bias per position)' if args.heat_position_bias else ''}, and the "
+             f"{' (heat: with a learned bias per position)' if args.heat_position_bias else ''}"
+             f"{', used D4-symmetrised' if args.symmetry == 'd4' else ''}, and the "
              "checkpoint PnP uses tuned too, among steps "
              f"{', '.join(str(int(round(f * args.steps))) for f in sorted(args.stages))}; Tikhonov and TV "
              "solved to convergence "
              f"(rho {BASE_RHO:g}, {BASE_ITERS} iterations); PnP with a learned prior starts from {start}. "
-             f"Re-run: `.venv/bin/python benchmarks/lpn.py{' --quick' if args.quick else ''}`.",
+             f"Re-run: `.venv/bin/python benchmarks/lpn.py{' --quick' if args.quick else ''}"
+             f"{' --symmetry d4' if args.symmetry == 'd4' else ''}`.",
              "", "## PSNR (dB, peak 1) and relative L2, mean over the test fields", ""]
     for kind, pr in res["problems"].items():
         lines += [f"### {kind} (adjoint test mismatch {pr['adjoint_mismatch']:.1e})", "",
@@ -626,7 +634,8 @@ def held_out(args: argparse.Namespace) -> None:
         op, _, free = make_problem(kind, n, 0)
         # the priors of that run (its widths, batch and biases), whatever this command line says
         prior = PriorSettings(hidden=proto["hidden"][kind], steps=proto["train_steps"], batch=proto["batch"],
-                              free=free, position_bias=kind == "heat" and proto["heat_position_bias"])
+                              free=free, position_bias=kind == "heat" and proto["heat_position_bias"],
+                              symmetry=None if proto.get("symmetry", "none") == "none" else proto["symmetry"])
         truths = fields if free is None else fields * free
         lines += [f"## {kind}", "", "| noise | LPN | unconstrained | Tikhonov | TV | LPN - best baseline | "
                   "fields LPN loses | test-field margin (5) |", "|---|---|---|---|---|---|---|---|"]
@@ -685,6 +694,10 @@ def main() -> None:
                         "(multiples of 0.2; 1 = the end of the paper's schedule, 0.2 and 0.4 lie in its L1 stage)")
     parser.add_argument("--start", choices=("tv", "tikhonov", "adjoint"), default="tv",
                         help="where PnP with a learned prior starts: the tuned TV or Tikhonov reconstruction, or A^T y")
+    parser.add_argument("--symmetry", choices=("none", "d4"), default="none",
+                        help="d4: PnP (and the checks) use the learned priors' psi averaged over the square's "
+                        "rotations and reflections (LPNConv(symmetry='d4'), about 4x the CPU time of a learned "
+                        "prior; benchmarks/lpn_symmetry.py measures it on this run's priors)")
     parser.add_argument("--checkpoints", default=str(ROOT / "out" / "bench_lpn" / "checkpoints"))
     parser.add_argument("--held-out", type=int, default=0, metavar="N",
                         help="instead of the benchmark: the configurations its last run chose, on N fresh fields")

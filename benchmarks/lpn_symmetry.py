@@ -10,7 +10,9 @@ problem, with that benchmark's fields, noise draws, start (the tuned TV reconstr
 * for every training noise level sigma and kept checkpoint (stage), the data-scale factor is tuned on the 16
   validation fields, separately with and without the symmetry; reported: the validation margin over the best of
   Tikhonov and TV (each tuned on the same fields), and at that factor the margin on the 5 test fields and on
-  ``--held-out`` fresh fields (seed 4242, their own noise draws, as ``lpn.py --held-out``);
+  ``--held-out`` fresh fields (seed 4242, their own noise draws, as ``lpn.py --held-out``), with the standard
+  error of the LPN's mean held-out PSNR (unpaired: the baseline's own spread over the fields is not removed, so
+  it is larger than ``lpn.py --held-out``'s paired one);
 * the selection: the (sigma, stage, factor) with the best validation PSNR over the whole grid, as ``lpn.py`` picks
   it, with and without the symmetry, and its test and held-out margins.
 
@@ -144,7 +146,7 @@ def write_report(results: list[dict[str, Any]], args: argparse.Namespace, wall: 
         lines += [f"## {r['kind']} (noise {r['noise']})", "",
                   "Chosen as `benchmarks/lpn.py` chooses (the best validation PSNR over sigma x stage x factor):", "",
                   f"| symmetry | choice | validation | test ({r['fields']['test']}) | "
-                  f"held-out ({r['fields']['held_out']}) |",
+                  f"held-out ({r['fields']['held_out']}, +- unpaired SE) |",
                   "|---|---|---|---|---|"]
         for sym, c in r["chosen"].items():
             lines.append(f"| {sym} | sigma {c['sigma']:g} step {c['step']}, x{c['factor']:g} | "
