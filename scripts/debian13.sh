@@ -69,6 +69,11 @@ mount_in /sys -t sysfs sys
 mount_in /dev --bind /dev
 mount_in /dev/pts --bind /dev/pts
 mount_in /dev/shm -t tmpfs shm
+# /project must be this checkout: a bind left by an interrupted earlier run (of another clone, maybe one since
+# deleted) is dropped first; the other mounts are the same for every run and are reused
+if mountpoint -q "$ROOT/project"; then
+    umount "$ROOT/project" 2>/dev/null || umount -l "$ROOT/project"
+fi
 mount_in /project --bind "$PROJECT"
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
 cp -L /etc/hosts "$ROOT/etc/hosts"      # torchrun's rendezvous resolves this machine's host name
