@@ -273,7 +273,9 @@ class TrainConfig(Strict):
     matching (toy) — for fields ``steps`` is the whole paper schedule: ``l1_fraction`` of it L1 (the paper: half),
     the rest proximal matching; 1 trains by L1 only (the posterior-median denoiser, still an exact prox: on the
     heat benchmark a checkpoint inside the L1 stage made the better PnP prior, docs/lpn.md).
-    ``checkpoint``: a trained network to load instead of training."""
+    ``checkpoint``: a trained network to load instead of training.
+    ``toy_loss`` (the 1D toy): ``expected``, each noisy sample's loss averaged over the clean value given it (by
+    quadrature; the same objective as ``sampled``, one clean value per noisy one, with far less gradient noise)."""
 
     steps: int = Field(2000, ge=0)
     pm_steps: int = Field(900, ge=0)
@@ -284,6 +286,7 @@ class TrainConfig(Strict):
     gamma_min: float | None = Field(None, gt=0)
     l1_fraction: float = Field(0.5, ge=0, le=1)
     checkpoint: str | None = None
+    toy_loss: Literal["expected", "sampled"] = "expected"
 
 
 class DataConfig(Strict):
