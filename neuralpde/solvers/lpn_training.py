@@ -110,14 +110,19 @@ def laplace_sampler(dim: int = 1, scale: float = 1.0) -> Sampler:
     return sample
 
 
+def _pointwise_loss(kind: str, err: torch.Tensor, gamma: float | None) -> torch.Tensor:
+    """The loss of each error: ``e^2`` (l2), ``|e|`` (l1), ``1 - exp(-(e / gamma)^2)`` (pm, ``e`` a norm)."""
+    if kind == "l2":
+        return err.pow(2)
+    if kind == "l1":
+        return err.abs()
+    return 1.0 - torch.exp(-(err / gamma) ** 2)
+
+
 def loss_value(kind: str, denoised: torch.Tensor, clean: torch.Tensor, gamma: float | None = None) -> torch.Tensor:
     """The training loss of one batch: ``l2`` (-> MMSE), ``l1`` (-> median), ``pm`` (-> MAP as gamma -> 0)."""
     err = (denoised - clean).flatten(1)
-    if kind == "l2":
-        return err.pow(2).mean()
-    if kind == "l1":
-        return err.abs().mean()
-    return (1.0 - torch.exp(-(err.norm(dim=1) / gamma) ** 2)).mean()
+    return _pointwise_loss(kind, err.norm(dim=1) if kind == "pm" else err, gamma).mean()
 
 
 def expected_loss(kind: str, denoised: torch.Tensor, nodes: torch.Tensor, weights: torch.Tensor,
@@ -127,13 +132,7 @@ def expected_loss(kind: str, denoised: torch.Tensor, nodes: torch.Tensor, weight
     is the sampled loss's expectation over ``(x, y)``, so the minimiser is the same; only the gradient noise from
     drawing one ``x`` per ``y`` is gone (Rao-Blackwellisation)."""
     err = denoised.reshape(-1, 1) - nodes
-    if kind == "l2":
-        per = err.pow(2)
-    elif kind == "l1":
-        per = err.abs()
-    else:
-        per = 1.0 - torch.exp(-(err / gamma) ** 2)
-    return (weights * per).sum(1).mean()
+    return (weights * _pointwise_loss(kind, err, gamma)).sum(1).mean()
 
 
 def train_lpn(net: LPN, sampler: Sampler, *, sigma: float, batch: int, stages: list[Stage], seed: int = 0,
