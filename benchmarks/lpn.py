@@ -324,9 +324,10 @@ def validation_and_test_fields(args: argparse.Namespace) -> tuple[torch.Tensor, 
 def confirmation_fields(args: argparse.Namespace) -> torch.Tensor:
     """The ``--confirm`` further validation fields the finalists of the tuning are scored on (flattened; their own
     seed, so neither the first ``--val`` validation fields, nor the test fields, nor ``--held-out``'s)."""
-    count = getattr(args, "confirm", 0)
-    return field_sampler("piecewise", args.grid)(count, torch.Generator().manual_seed(778)).to(DTYPE).reshape(
-        count, -1)
+    if not args.confirm:                    # --confirm 0 (the FFT of the field sampler rejects an empty batch)
+        return torch.zeros(0, args.grid * args.grid, dtype=DTYPE)
+    sample = field_sampler("piecewise", args.grid)
+    return sample(args.confirm, torch.Generator().manual_seed(778)).to(DTYPE).reshape(args.confirm, -1)
 
 
 def halving_rounds(count: int, screen: int, val: int, confirm: int, finalists: int) -> list[tuple[int, int]]:
@@ -396,6 +397,7 @@ def run_problem(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     # ring at its known value 0
     conf = confirmation_fields(args)
     val_k, test_k, conf_k = (val, test, conf) if free is None else (val * free, test * free, conf * free)
+    truths_val = torch.cat([val_k, conf_k])             # the tuning's fields: --val, then --confirm more
     for level, noise in enumerate(NOISE[kind]):
         rec = Reconstructor(op, knets, noise, n, args.start, free)
         ngen = torch.Generator().manual_seed(1000 * level + 1)
@@ -404,7 +406,6 @@ def run_problem(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         ys_val += [observe(op, v, noise, cgen) for v in conf_k]
         tgen = torch.Generator().manual_seed(1000 * level + 2)
         ys_test = [observe(op, t, noise, tgen) for t in test_k]
-        truths_val = torch.cat([val_k, conf_k])
         row: dict[str, Any] = {}
         for name in methods:
             choices = grid_of(name, stages)

@@ -62,3 +62,18 @@ def test_successive_halving_picks_the_best_mean_on_all_fields_and_scores_each_fi
 def test_ties_keep_the_grid_order(bench):
     best, _ = bench.successive_halving(["a", "b", "c"], [(2, 2), (4, 1)], lambda c, i: 1.0)
     assert best == "a"
+
+
+def test_confirmation_fields_are_their_own_and_may_be_none(bench):
+    import argparse
+
+    import torch
+
+    args = argparse.Namespace(grid=16, val=2, fields=2, confirm=3)
+    conf = bench.confirmation_fields(args)
+    val, test = bench.validation_and_test_fields(args)
+    assert conf.shape == (3, 256)
+    assert not any(torch.equal(c, v) for c in conf for v in torch.cat([val, test]))
+    # --confirm 0, the rule of the earlier runs: no further fields (the sampler itself rejects a batch of 0)
+    args.confirm = 0
+    assert bench.confirmation_fields(args).shape == (0, 256)
