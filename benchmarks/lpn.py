@@ -645,7 +645,7 @@ def write_report(res: dict[str, Any], args: argparse.Namespace) -> None:
             lines.append(f"| {noise} | " + " | ".join(cells) + " |")
         mid_row = pr["noise"][str(NOISE[kind][1])]
         stages = pr["stages"]
-        first = mid_row["lpn"].get("validation_rounds", [{"fields": args.val}])[0]["fields"]
+        first = mid_row["lpn"]["validation_rounds"][0]["fields"]
         lines += ["", f"Validation PSNR of the learned priors by training stage (checkpoint step; the best over "
                   f"sigma_train and the factor, on the first {first} validation fields, the round every choice is "
                   f"scored in), middle noise {NOISE[kind][1]:g}; steps up to {args.steps // 2} are "
